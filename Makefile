@@ -1,0 +1,51 @@
+# visionllama_mm: the README's commands. `make demo` and `make test` build the env when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.visionllama_mm-env
+# pytest workers: this project's CI has 2 cores
+PYTEST_ARGS ?=
+
+.PHONY: env demo test test-all lint format bench clean-env
+
+env: $(STAMP)
+
+$(STAMP): requirements/constraints.txt requirements/runtime.txt requirements/mminstall.txt requirements/tests.txt setup.cfg setup.py
+	@echo "[env] creating $(VENV) (first run on a fresh machine: ~15-20 min, mostly the mmcv source build)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade 'pip<25' wheel
+	$(PIP) install -q -c $(CONSTRAINTS) 'torch===2.13.0' torchvision 'numpy<2' 'setuptools<70' ninja
+	@# mmcv 2.1.0 has no wheel for this torch: build it (ops included) once; pip's wheel cache keeps it.
+	$(PY) -c "import mmcv.ops" 2>/dev/null || \
+	  MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install -c $(CONSTRAINTS) --no-build-isolation 'mmcv==2.1.0'
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation --no-deps -e .
+	$(PY) -c "import mmcv.ops, mmpretrain.models, mmseg.models, mmdet.models, mmagic.models, visionllama_mm; print('[env] ok')"
+	touch $(STAMP)
+
+demo: env
+	$(PY) tools/quickstart.py
+
+lint: env
+	$(PY) -m flake8 visionllama_mm tools tests configs
+	$(PY) -m isort --check-only --diff visionllama_mm tools tests configs
+	$(PY) -m yapf --diff --recursive visionllama_mm tools tests configs
+
+format: env
+	$(PY) -m isort visionllama_mm tools tests configs
+	$(PY) -m yapf -i --recursive visionllama_mm tools tests configs
+
+test: env lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
+
+test-all: env lint
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+bench: env
+	$(PY) tools/analysis_tools/benchmark_backbone.py
+
+clean-env:
+	rm -rf $(VENV)
