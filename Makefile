@@ -17,10 +17,12 @@ $(STAMP): requirements/constraints.txt requirements/runtime.txt requirements/mmi
 	@echo "[env] creating $(VENV) (first run on a fresh machine: ~15-20 min, mostly the mmcv source build)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade 'pip<25' wheel
-	$(PIP) install -q -c $(CONSTRAINTS) 'torch===2.13.0' torchvision 'numpy<2' 'setuptools<70' ninja
-	@# mmcv 2.1.0 has no wheel for this torch: build it (ops included) once; pip's wheel cache keeps it.
-	$(PY) -c "import mmcv.ops" 2>/dev/null || \
-	  MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install -c $(CONSTRAINTS) --no-build-isolation 'mmcv==2.1.0'
+	$(PIP) install -q -c $(CONSTRAINTS) 'torch===2.13.0' torchvision 'numpy<2' ninja
+	@# mmcv 2.1.0 has no wheel for this torch: build it (ops included) once, with the old
+	@# setuptools its setup.py needs (pkg_resources); pip's wheel cache keeps the result.
+	$(PY) -c "import mmcv.ops" 2>/dev/null || { \
+	  $(PIP) install -q 'setuptools<70' && \
+	  MMCV_WITH_OPS=1 MAX_JOBS=2 $(PIP) install -c $(CONSTRAINTS) --no-build-isolation 'mmcv==2.1.0'; }
 	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/runtime.txt -r requirements/mminstall.txt -r requirements/tests.txt
 	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation --no-deps -e .
 	$(PY) -c "import mmcv.ops, mmpretrain.models, mmseg.models, mmdet.models, mmagic.models, visionllama_mm; print('[env] ok')"
