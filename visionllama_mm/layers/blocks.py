@@ -1,0 +1,141 @@
+"""VisionLLaMA transformer blocks (pre-norm, RoPE attention, SwiGLU).
+
+Two upstream block styles exist and keep their own parameter names so that
+official checkpoints load without renaming (``spec-visionllama.md`` §3-5):
+
+* :class:`VisionLLaMABlock` - the mmpretrain style used by MAE, fine-tuning,
+  linear probing, UperNet and ViTDet: ``ln1``, ``attn.{qkv,proj}``, ``ln2``,
+  ``ffn.{w12,w3}`` with biases, no layer scale, DropPath on the attention
+  branch only (official; ``ffn_drop_path=True`` adds it to the FFN).
+* :class:`LayerScaleBlock` - the timm/deit style used by the supervised
+  plain models, the pyramid (with LSA / GSA attention) and DiT-like models:
+  ``norm1``, ``attn``, ``gamma_1``, ``norm2``, ``mlp.{c_fc1,c_fc2,c_proj}``
+  without bias, ``gamma_2``, DropPath on both branches.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .attention import RoPEAttention
+from .swiglu import SwiGLU
+
+__all__ = ['DropPath', 'VisionLLaMABlock', 'LayerScaleBlock']
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop whole residual branches per sample.
+
+    Args:
+        drop_prob (float): Probability of dropping the branch. Defaults to 0.
+    """
+
+    def __init__(self, drop_prob: float = 0.) -> None:
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob:.3f}'
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0. or not self.training:
+            return x
+        keep = 1. - self.drop_prob
+        shape = (x.shape[0], ) + (1, ) * (x.dim() - 1)
+        mask = x.new_empty(shape).bernoulli_(keep)
+        return x * mask / keep
+
+
+class VisionLLaMABlock(nn.Module):
+    """mmpretrain-style VisionLLaMA block.
+
+    ``h = x + DropPath(attn(ln1(x)))``; ``y = h + ffn(ln2(h))`` (the FFN
+    branch gets DropPath only with ``ffn_drop_path=True``).
+
+    Args:
+        dim (int): Embedding dimension C.
+        num_heads (int): Attention heads.
+        ffn_hidden (int): SwiGLU hidden width (see
+            :func:`~visionllama_mm.layers.swiglu.swiglu_hidden_dim`).
+        qkv_bias (bool): Bias of qkv. Defaults to True.
+        drop_path (float): DropPath rate. Defaults to 0.
+        ffn_drop_path (bool): Also apply DropPath to the FFN branch.
+            Defaults to False (official).
+        norm_eps (float): LayerNorm eps. Defaults to 1e-6.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 ffn_hidden: int,
+                 qkv_bias: bool = True,
+                 drop_path: float = 0.,
+                 ffn_drop_path: bool = False,
+                 norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.ln2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.ffn = SwiGLU(dim, ffn_hidden, bias=True, layout='fused')
+        self.drop_path = DropPath(drop_path)
+        self.ffn_drop_path = DropPath(drop_path if ffn_drop_path else 0.)
+
+    def forward(self, x: Tensor, **attn_kwargs) -> Tensor:
+        x = x + self.drop_path(self.attn(self.ln1(x), **attn_kwargs))
+        return x + self.ffn_drop_path(self.ffn(self.ln2(x)))
+
+
+class LayerScaleBlock(nn.Module):
+    """timm/deit-style block with layer scale.
+
+    ``x = x + DropPath(gamma_1 * attn(norm1(x)))``;
+    ``x = x + DropPath(gamma_2 * mlp(norm2(x)))``.
+
+    Args:
+        dim (int): Embedding dimension C.
+        num_heads (int): Attention heads (used when ``attn`` is None).
+        ffn_hidden (int): SwiGLU hidden width.
+        attn (nn.Module, optional): Attention module taking the normalised
+            tokens first; defaults to :class:`RoPEAttention`.
+        qkv_bias (bool): Bias of the default attention's qkv. Defaults to
+            True.
+        mlp_bias (bool): Biases of the SwiGLU. Defaults to False.
+        drop_path (float): DropPath rate. Defaults to 0.
+        layer_scale (float, optional): Initial value of ``gamma_1/2``;
+            ``None`` disables layer scale. Defaults to 1e-4.
+        norm_eps (float): LayerNorm eps. Defaults to 1e-6.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 ffn_hidden: int,
+                 attn: Optional[nn.Module] = None,
+                 qkv_bias: bool = True,
+                 mlp_bias: bool = False,
+                 drop_path: float = 0.,
+                 layer_scale: Optional[float] = 1e-4,
+                 norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = attn if attn is not None else RoPEAttention(
+            dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = SwiGLU(dim, ffn_hidden, bias=mlp_bias, layout='split')
+        self.drop_path = DropPath(drop_path)
+        if layer_scale is not None:
+            self.gamma_1 = nn.Parameter(torch.full((dim, ), layer_scale))
+            self.gamma_2 = nn.Parameter(torch.full((dim, ), layer_scale))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def forward(self, x: Tensor, **attn_kwargs) -> Tensor:
+        a = self.attn(self.norm1(x), **attn_kwargs)
+        if self.gamma_1 is not None:
+            a = self.gamma_1 * a
+        x = x + self.drop_path(a)
+        m_in = self.mlp(self.norm2(x))
+        if self.gamma_2 is not None:
+            m_in = self.gamma_2 * m_in
+        return x + self.drop_path(m_in)

@@ -1,0 +1,92 @@
+"""SwiGLU feed-forward network, ``w3(SiLU(gate(x)) * up(x))``.
+
+Two hidden-width rules exist (``spec-visionllama.md`` §3.3):
+
+* ``'llama'`` - LLaMA and the paper: ``ceil256(floor(8 C / 3))``;
+* ``'mmpretrain'`` - the mmpretrain-style VisionLLaMA (MAE/FT/LP/UperNet/
+  ViTDet) applies the 8/3 rule to the 4C feed-forward width:
+  ``ceil256(floor(8 * 4C / 3))`` (8192 for C = 768). The released MAE
+  weights need it.
+
+Two parameter layouts keep the upstream key names: ``'fused'`` (mmpretrain:
+``w12`` holding [gate | up] rows, then ``w3``) and ``'split'`` (timm/deit,
+pyramid and DiT: ``c_fc1`` gate, ``c_fc2`` up, ``c_proj``).
+"""
+import math
+from typing import Optional
+
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['FFN_HIDDEN_RULES', 'swiglu_hidden_dim', 'SwiGLU']
+
+FFN_HIDDEN_RULES = ('llama', 'mmpretrain')
+SWIGLU_LAYOUTS = ('split', 'fused')
+
+
+def swiglu_hidden_dim(dim: int,
+                      rule: str = 'llama',
+                      ffn_channels: Optional[int] = None,
+                      multiple_of: int = 256) -> int:
+    """Hidden width of a SwiGLU of embedding dimension ``dim``.
+
+    Args:
+        dim (int): Embedding dimension C.
+        rule (str): ``'llama'`` or ``'mmpretrain'``. Defaults to ``'llama'``.
+        ffn_channels (int, optional): Feed-forward width the 8/3 rule is
+            applied to under ``'mmpretrain'``. Defaults to 4 * dim.
+        multiple_of (int): Round up to a multiple of this. Defaults to 256.
+
+    Returns:
+        int: The hidden width.
+    """
+    if rule not in FFN_HIDDEN_RULES:
+        raise ValueError(f'ffn_hidden_rule must be one of '
+                         f'{list(FFN_HIDDEN_RULES)}, got {rule!r}')
+    base = dim if rule == 'llama' else (ffn_channels or 4 * dim)
+    hidden = int(8 * base / 3)
+    return multiple_of * math.ceil(hidden / multiple_of)
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU FFN: ``proj(SiLU(gate(x)) * up(x))``.
+
+    Args:
+        in_features (int): Input and output width.
+        hidden_features (int): Hidden width.
+        bias (bool): Biases on all linear layers. Defaults to False.
+        layout (str): ``'split'`` (``c_fc1``, ``c_fc2``, ``c_proj``) or
+            ``'fused'`` (``w12`` = [gate | up], ``w3``). Defaults to
+            ``'split'``.
+        drop (float): Dropout after the output projection. Defaults to 0.
+    """
+
+    def __init__(self,
+                 in_features: int,
+                 hidden_features: int,
+                 bias: bool = False,
+                 layout: str = 'split',
+                 drop: float = 0.) -> None:
+        super().__init__()
+        if layout not in SWIGLU_LAYOUTS:
+            raise ValueError(f'layout must be one of {list(SWIGLU_LAYOUTS)}, '
+                             f'got {layout!r}')
+        self.layout = layout
+        self.hidden_features = hidden_features
+        if layout == 'split':
+            self.c_fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+            self.c_fc2 = nn.Linear(in_features, hidden_features, bias=bias)
+            self.c_proj = nn.Linear(hidden_features, in_features, bias=bias)
+        else:
+            self.w12 = nn.Linear(in_features, 2 * hidden_features, bias=bias)
+            self.w3 = nn.Linear(hidden_features, in_features, bias=bias)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.layout == 'split':
+            x = self.c_proj(F.silu(self.c_fc1(x)) * self.c_fc2(x))
+        else:
+            gate, up = self.w12(x).chunk(2, dim=-1)
+            x = self.w3(F.silu(gate) * up)
+        return self.drop(x)
