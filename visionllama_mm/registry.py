@@ -32,8 +32,7 @@ MODEL_LOCATIONS = [
     'visionllama_mm.multimodal',
 ]
 
-MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
+MODELS = Registry('model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, locations=['visionllama_mm.datasets'])
 TRANSFORMS = Registry(
@@ -45,7 +44,8 @@ METRICS = Registry(
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['visionllama_mm.engine'])
 OPTIMIZERS = Registry(
-    'optimizer', parent=MMENGINE_OPTIMIZERS,
+    'optimizer',
+    parent=MMENGINE_OPTIMIZERS,
     locations=['visionllama_mm.engine'])
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper',

@@ -170,8 +170,7 @@ def cls_token_coords(width: int,
     """
     if position == 'official':
         xy = [float(width - 1), -1.]
-    elif isinstance(position, (int, float)) and not isinstance(
-            position, bool):
+    elif isinstance(position, (int, float)) and not isinstance(position, bool):
         xy = [float(position), float(position)]
     else:
         raise ValueError("cls_rope_pos must be 'official', None or a number, "
@@ -221,7 +220,7 @@ def coords_to_angles(coords: Tensor, freqs: Tensor) -> Tensor:
 
 
 def angles_to_cos_sin(angles: Tensor) -> Tables:
-    """Expand pair angles to per-channel cos / sin tables of width 2 * pairs."""
+    """Expand pair angles to per-channel (cos, sin) tables (2 x wider)."""
     angles = angles.repeat_interleave(2, dim=-1)
     return angles.cos(), angles.sin()
 
@@ -253,8 +252,8 @@ def apply_rope(x: Tensor,
         cos, sin = cos[:, None], sin[:, None]
     prefix = None
     if num_prefix_tokens:
-        prefix, x = (x[..., :num_prefix_tokens, :],
-                     x[..., num_prefix_tokens:, :])
+        prefix, x = (x[..., :num_prefix_tokens, :], x[...,
+                                                      num_prefix_tokens:, :])
     if x.shape[-2] != cos.shape[-2] or x.shape[-1] != cos.shape[-1]:
         raise ValueError(
             f'RoPE table of {tuple(cos.shape[-2:])} (tokens, channels) does '
@@ -381,13 +380,15 @@ class RotaryEmbedding2D(nn.Module):
             ('grid', height, width, step, offset, sx, sy, cls_pos), device,
             build)
 
-    def gsa_keys(self,
-                 height: int,
-                 width: int,
-                 sr_ratio: int,
-                 mode: str = 'official',
-                 device: Optional[torch.device] = None,
-                 scale: Tuple[float, float] = (1., 1.)) -> Tables:
+    def gsa_keys(
+        self,
+        height: int,
+        width: int,
+        sr_ratio: int,
+        mode: str = 'official',
+        device: Optional[torch.device] = None,
+        scale: Tuple[float, float] = (1., 1.)
+    ) -> Tables:
         """Tables of the GSA sub-sampled keys (:func:`gsa_key_coords`)."""
         sx, sy = float(scale[0]), float(scale[1])
 
@@ -396,5 +397,4 @@ class RotaryEmbedding2D(nn.Module):
             return coords * torch.tensor([sx, sy], device=device)
 
         return self._cached(
-            ('gsa', height, width, int(sr_ratio), mode, sx, sy), device,
-            build)
+            ('gsa', height, width, int(sr_ratio), mode, sx, sy), device, build)
