@@ -208,7 +208,10 @@ def register_mmpretrain_models(path: Optional[str] = None) -> List[str]:
         entry = dict(Name=rec['name'], Config=rec['config'])
         if rec['collection']:
             entry['In Collection'] = rec['collection']
-        if rec['weights']:
+        # Official files that need a converter (``Metadata.Converter``)
+        # would load nothing useful: get_model(pretrained=True) then warns
+        # that there is no pre-defined checkpoint instead.
+        if rec['weights'] and not rec['metadata'].get('Converter'):
             entry['Weights'] = rec['weights']
         if rec['metadata']:
             entry['Metadata'] = rec['metadata']

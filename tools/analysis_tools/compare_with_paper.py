@@ -169,7 +169,8 @@ def _fmt(value) -> str:
     return f'{float(value):.2f}'
 
 
-def print_table(entry: dict, rows: List[dict], out=sys.stdout) -> None:
+def print_table(entry: dict, rows: List[dict], out=None) -> None:
+    out = out or sys.stdout
     print(f'Model: {entry["name"]}', file=out)
     if entry['metadata'].get('Note'):
         print(f'Note: {entry["metadata"]["Note"]}', file=out)

@@ -84,6 +84,10 @@ COUNTING_VERSION = 1
 LIBRARIES = ('torch', 'mmengine', 'mmpretrain', 'mmsegmentation', 'mmdet',
              'mmagic', 'transformers')
 
+#: visionllama_mm modules left out of the fingerprints.
+NOT_NUMERIC = ('visionllama_mm.registry', 'visionllama_mm.version',
+               'visionllama_mm.zoo')
+
 #: The shapes the LLaMA-Adapter V2 configs load from files (spec
 #: spec-llama-adapter-v2.md §2.1 and the CLIP ViT-L/14 config).
 LLAMA_7B = dict(
@@ -213,7 +217,10 @@ def package_dependencies(model) -> List[str]:
         seen.add(name)
         module = sys.modules.get(name)
         path = getattr(module, '__file__', None)
-        if not path:
+        # Registries and package __init__ files only wire things up: they
+        # do not change the numbers (and every branch touches them).
+        if not path or name in NOT_NUMERIC or \
+                osp.basename(path) == '__init__.py':
             continue
         files.add(osp.relpath(osp.realpath(path), ROOT))
         for value in vars(module).values():
