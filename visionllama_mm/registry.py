@@ -7,7 +7,13 @@ mmseg, mmdet, mmagic) can name ``type='visionllama_mm.Something'`` without
 named ``visionllama_mm`` under the root and imports its ``locations``.
 
 Importing this module imports mmengine only (never mmdet, mmseg or mmagic).
+
+mmengine imports every location with ``import_module`` the first time a
+registry is searched and does not catch errors, so locations that do not
+exist (yet) are left out here; errors inside existing ones stay loud.
 """
+from importlib.util import find_spec
+
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
@@ -21,8 +27,14 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
 
-# Sub-packages that register models. A location that cannot be imported
-# (e.g. an optional dependency is missing) is only logged by mmengine.
+
+
+def _existing(locations):
+    """The locations whose module exists (found without importing it)."""
+    return [loc for loc in locations if find_spec(loc) is not None]
+
+
+# Sub-packages that register models.
 MODEL_LOCATIONS = [
     'visionllama_mm.layers',
     'visionllama_mm.backbones',
@@ -33,33 +45,40 @@ MODEL_LOCATIONS = [
 ]
 
 MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
+    'model', parent=MMENGINE_MODELS, locations=_existing(MODEL_LOCATIONS))
 DATASETS = Registry(
-    'dataset', parent=MMENGINE_DATASETS, locations=['visionllama_mm.datasets'])
+    'dataset',
+    parent=MMENGINE_DATASETS,
+    locations=_existing(['visionllama_mm.datasets']))
 TRANSFORMS = Registry(
     'transform',
     parent=MMENGINE_TRANSFORMS,
-    locations=['visionllama_mm.datasets'])
+    locations=_existing(['visionllama_mm.datasets']))
 METRICS = Registry(
-    'metric', parent=MMENGINE_METRICS, locations=['visionllama_mm.evaluation'])
+    'metric',
+    parent=MMENGINE_METRICS,
+    locations=_existing(['visionllama_mm.evaluation']))
 HOOKS = Registry(
-    'hook', parent=MMENGINE_HOOKS, locations=['visionllama_mm.engine'])
+    'hook',
+    parent=MMENGINE_HOOKS,
+    locations=_existing(['visionllama_mm.engine']))
 OPTIMIZERS = Registry(
-    'optimizer', parent=MMENGINE_OPTIMIZERS,
-    locations=['visionllama_mm.engine'])
+    'optimizer',
+    parent=MMENGINE_OPTIMIZERS,
+    locations=_existing(['visionllama_mm.engine']))
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper',
     parent=MMENGINE_OPTIM_WRAPPERS,
-    locations=['visionllama_mm.engine'])
+    locations=_existing(['visionllama_mm.engine']))
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-    locations=['visionllama_mm.engine'])
+    locations=_existing(['visionllama_mm.engine']))
 PARAM_SCHEDULERS = Registry(
     'parameter scheduler',
     parent=MMENGINE_PARAM_SCHEDULERS,
-    locations=['visionllama_mm.engine'])
+    locations=_existing(['visionllama_mm.engine']))
 VISUALIZERS = Registry(
     'visualizer',
     parent=MMENGINE_VISUALIZERS,
-    locations=['visionllama_mm.visualization'])
+    locations=_existing(['visionllama_mm.visualization']))
