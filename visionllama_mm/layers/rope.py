@@ -333,7 +333,11 @@ class RotaryEmbedding2D(nn.Module):
             return angles_to_cos_sin(coords_to_angles(coords, freqs))
 
     def _cached(self, key: tuple, device, build) -> Tables:
-        key = key + (str(torch.device(device or 'cpu')), )
+        # Tables made under torch.inference_mode() cannot enter autograd
+        # later (e.g. training after an inference-mode evaluation): cache
+        # them separately.
+        key = key + (str(torch.device(device or 'cpu')),
+                     torch.is_inference_mode_enabled())
         out = self._cache.get(key)
         if out is None:
             out = self.tables(build())
@@ -359,7 +363,9 @@ class RotaryEmbedding2D(nn.Module):
             scale (tuple[float, float], optional): (s_x, s_y) coordinate
                 scale; ``None`` uses :meth:`scale_for` (1 without anchor).
             cls_pos (str | float, optional): If given, a rotated class token
-                is prepended at :func:`cls_token_coords` (scaled too).
+                is prepended at :func:`cls_token_coords`; ``'official'``
+                (W - 1, -1) is scaled with the grid, a number c stays at
+                (c, c) (the upstream ``cls_pos`` is set after scaling).
 
         Returns:
             tuple[Tensor, Tensor]: (N, head_dim) fp32 cos and sin, N = H * W
@@ -370,11 +376,17 @@ class RotaryEmbedding2D(nn.Module):
         sx, sy = float(scale[0]), float(scale[1])
 
         def build():
+            scale_xy = torch.tensor([sx, sy], device=device)
             coords = grid_coords(height, width, step, offset, device)
+            coords = coords * scale_xy
             if cls_pos is not None:
-                coords = torch.cat(
-                    [cls_token_coords(width, cls_pos, device), coords])
-            return coords * torch.tensor([sx, sy], device=device)
+                cls = cls_token_coords(width, cls_pos, device)
+                if cls_pos == 'official':
+                    # flat index -1 is scaled like the grid; an explicit
+                    # position c is set after scaling (upstream cls_pos)
+                    cls = cls * scale_xy
+                coords = torch.cat([cls, coords])
+            return coords
 
         return self._cached(
             ('grid', height, width, step, offset, sx, sy, cls_pos), device,

@@ -1,0 +1,5 @@
+"""Backbones (registered in ``visionllama_mm.registry.MODELS``)."""
+from .vision_llama import PatchEmbed, VisionLLaMA
+from .vision_llama_deit import DeiTPatchEmbed, VisionLLaMADeiT
+
+__all__ = ['PatchEmbed', 'VisionLLaMA', 'DeiTPatchEmbed', 'VisionLLaMADeiT']
