@@ -84,10 +84,14 @@ def test_library_keys_are_mapped_and_scaled():
         name='x',
         metadata=dict(Unverified=['box AP']),
         results=[
-            dict(Dataset='COCO', Task='Object Detection',
-                 Metrics={'box AP': 49.1}),
-            dict(Dataset='COCO', Task='Instance Segmentation',
-                 Metrics={'mask AP': 43.8})
+            dict(
+                Dataset='COCO',
+                Task='Object Detection',
+                Metrics={'box AP': 49.1}),
+            dict(
+                Dataset='COCO',
+                Task='Instance Segmentation',
+                Metrics={'mask AP': 43.8})
         ])
     rows = cwp.compare(entry, det)
     assert [(r['metric'], r['unverified']) for r in rows] == \
@@ -111,9 +115,10 @@ def test_config_matched_by_file_name(tmp_path, capsys):
     not osp.isfile(osp.join(ROOT, 'configs', 'visionllama', 'metafile.yml')),
     reason='needs the repository metafiles')
 def test_repository_entry(tmp_path, capsys):
-    cfg = osp.join(ROOT, 'configs', 'visionllama',
-                   'visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-'
-                   '100e_in1k.py')
+    cfg = osp.join(
+        ROOT, 'configs', 'visionllama',
+        'visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-'
+        '100e_in1k.py')
     result = tmp_path / 'metrics.json'
     result.write_text(json.dumps({'accuracy/top1': 83.9}))
     assert cwp.main(['--model-index', INDEX, cfg, str(result)]) == 0

@@ -16,7 +16,7 @@ def test_writes_tables_between_markers(tmp_path):
     text = open(readme).read()
     assert text.startswith('# Project\n\nIntro.\n\n## Model zoo\n')
     block = text.split(gmz.START)[1].split(gmz.END)[0]
-    assert '| toy-vit_in1k | Image Classification / ImageNet-1k | ' \
+    assert '| toy-vit_in1k | Image Classification | ImageNet-1k | ' \
         'Top 1 Accuracy 84.0 |' in block
     # unverified numbers are starred; links are relative to the README
     assert 'Top 1 Accuracy 50.5\\*, Perception 1326.09' in block
@@ -68,7 +68,7 @@ def test_parameters_and_flops_columns():
     row = table.splitlines()[-1]
     assert '| 256.4 | 50.8 |' in row
     assert '[mtgv/VisionLLaMA-Base-MAE/epoch_800.pth](https://' in row
-    assert 'pretraining / training' in row
+    assert '| Training | - |' in row
 
 
 def test_repository_readmes_are_in_step():

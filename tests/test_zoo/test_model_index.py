@@ -30,24 +30,23 @@ def _repo_models():
 
 # --------------------------------------------------------------- fixture
 def test_list_models_on_fixture():
-    assert zoo.list_models(path=FIX_INDEX) == [
-        'toy-vit-wide_in1k', 'toy-vit_in1k'
-    ]
+    assert zoo.list_models(
+        path=FIX_INDEX) == ['toy-vit-wide_in1k', 'toy-vit_in1k']
     assert zoo.list_models('wide', path=FIX_INDEX) == ['toy-vit-wide_in1k']
     assert zoo.list_models(
         task='Visual Question Answering',
         path=FIX_INDEX) == ['toy-vit-wide_in1k']
     recs = {r['name']: r for r in zoo.model_records(FIX_INDEX)}
     rec = recs['toy-vit_in1k']
-    assert rec['config'] == osp.join(DATA, 'configs', 'toy',
-                                     'toy-vit_in1k.py')
+    assert rec['config'] == osp.join(DATA, 'configs', 'toy', 'toy-vit_in1k.py')
     assert rec['collection'] == 'Toy'
     assert rec['results'][0]['Metrics']['Top 1 Accuracy'] == 84.0
     assert rec['metadata']['Training Data'] == ['ImageNet-1k']
     assert rec['tasks'] == ['Image Classification']
 
 
-def test_cli_lists_and_shows(tmp_path):
+def test_cli_lists_and_shows(capsys):
+    # one real `python -m` run, the rest in-process
     cmd = [sys.executable, '-m', 'visionllama_mm.zoo']
     env = {**os.environ, 'PYTHONPATH': ROOT}
     out = subprocess.run(
@@ -59,19 +58,16 @@ def test_cli_lists_and_shows(tmp_path):
     assert 'toy-vit_in1k\n    collection: Toy' in out
     assert 'results: ImageNet-1k Top 1 Accuracy 84.0' in out
     assert out.rstrip().endswith('2 model(s)')
-    shown = subprocess.run(
-        cmd + ['--model-index', FIX_INDEX, 'show', 'toy-vit_in1k'],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True).stdout
-    assert json.loads(shown)['weights'] == 'https://example.org/toy.pth'
-    bad = subprocess.run(
-        cmd + ['--model-index', FIX_INDEX, 'show', 'nope'],
-        capture_output=True,
-        text=True,
-        env=env)
-    assert bad.returncode == 1
+    assert zoo.main(['--model-index', FIX_INDEX, 'show', 'toy-vit_in1k']) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown['weights'] == 'https://example.org/toy.pth'
+    assert zoo.main([
+        '--model-index', FIX_INDEX, 'list', '--json', '--task',
+        'Visual Question Answering'
+    ]) == 0
+    assert [r['name'] for r in json.loads(capsys.readouterr().out)] == \
+        ['toy-vit-wide_in1k']
+    assert zoo.main(['--model-index', FIX_INDEX, 'show', 'nope']) == 1
 
 
 def test_register_with_mmpretrain_on_fixture():
@@ -160,8 +156,7 @@ HEADLINE = {
         'box AP': 49.1,
         'mask AP': 43.8
     },
-    'vitdet_mask-rcnn_visionllama-base-p16-mae800_8xb4-accum2-lsj-36e_coco':
-    {
+    'vitdet_mask-rcnn_visionllama-base-p16-mae800_8xb4-accum2-lsj-36e_coco': {
         'box AP': 52.2,
         'mask AP': 46.3
     },
@@ -249,9 +244,11 @@ def test_repository_parameter_counts_follow_the_spec():
     b_head = (2 * 768 + 768 * 1000 + 1000) / 1e6
     l_head = (2 * 1024 + 1024 * 1000 + 1000) / 1e6
     assert params('visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-'
-                  '100e_in1k') == pytest.approx(255.7 + b_head, abs=0.05)
+                  '100e_in1k') == pytest.approx(
+                      255.7 + b_head, abs=0.05)
     assert params('visionllama-large-p16_mae800-pre_8xb64-accum2-lrd45-'
-                  'coslr-50e_in1k') == pytest.approx(913.8 + l_head, abs=0.05)
+                  'coslr-50e_in1k') == pytest.approx(
+                      913.8 + l_head, abs=0.05)
     for size, count in (('s', 25.9), ('b', 56.0), ('l', 104.7)):
         assert params(f'pyramid-visionllama-{size}_8xb128_in1k') == \
             pytest.approx(count, abs=0.05)
@@ -274,8 +271,8 @@ def test_repository_mmpretrain_registration():
         in names
     assert 'mae_visionllama-base-p16_8xb512-amp-coslr-800e_in1k' in names
     # segmentation / detection / generation models are not mmpretrain's
-    assert not any(n.startswith(('upernet', 'mask-rcnn', 'vitdet'))
-                   for n in names)
+    assert not any(
+        n.startswith(('upernet', 'mask-rcnn', 'vitdet')) for n in names)
     assert 'dit-llama-b-4_8xb32-400k_in1k-256' not in \
         mmpretrain.list_models('dit-llama')
     caption = mmpretrain.list_models('llama-adapter', task='Image Caption')

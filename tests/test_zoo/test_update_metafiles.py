@@ -42,10 +42,8 @@ def test_text_update_keeps_comments_and_layout(tmp_path):
     assert _run(index, cache=str(tmp_path / 'c.json')) == 0
     after = open(meta).read()
     assert '# computed by tools/misc/update_metafiles.py' in after
-    changed = [
-        (a, b) for a, b in zip(before.splitlines(), after.splitlines())
-        if a != b
-    ]
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines())
+               if a != b]
     # the first model's two placeholders were replaced in place; the second
     # model got both fields inserted after "Metadata:"
     assert [a.split(':')[0].strip() for a, _ in changed[:2]] == \
@@ -62,9 +60,7 @@ def test_render_metafile_inserts_and_replaces():
             '    Config: b.py\n')
     out = um.render_metafile(
         text,
-        dict(
-            a=dict(parameters=5, flops=None),
-            b=dict(parameters=7, flops=9)))
+        dict(a=dict(parameters=5, flops=None), b=dict(parameters=7, flops=9)))
     data = yaml.safe_load(out)
     assert data['Models'][0]['Metadata'] == {
         'Parameters': 5,

@@ -33,19 +33,23 @@ def toy_vit_counts(img: int, classes: int):
     c, ffn, patch, layers = 32, 64, 8, 2
     n_patch = (img // patch)**2
     n = n_patch + 1
-    params = (3 * patch * patch * c + c  # patch embed
-              + c  # cls token
-              + n * c  # pos_embed
-              + layers * (2 * 2 * c  # ln1, ln2
-                          + c * 3 * c + 3 * c  # qkv
-                          + c * c + c  # proj
-                          + c * ffn + ffn + ffn * c + c)  # ffn
-              + 2 * c  # final norm
-              + c * classes + classes)  # head
-    macs = (n_patch * c * 3 * patch * patch  # patch embed conv
-            + layers * (n * c * 3 * c  # qkv
-                        + 2 * n * n * c  # q @ k^T and attn @ v
-                        + n * c * c  # proj
-                        + 2 * n * c * ffn)  # ffn
-            + c * classes)  # head on the class token
+    params = (
+        3 * patch * patch * c + c  # patch embed
+        + c  # cls token
+        + n * c  # pos_embed
+        + layers * (
+            2 * 2 * c  # ln1, ln2
+            + c * 3 * c + 3 * c  # qkv
+            + c * c + c  # proj
+            + c * ffn + ffn + ffn * c + c)  # ffn
+        + 2 * c  # final norm
+        + c * classes + classes)  # head
+    macs = (
+        n_patch * c * 3 * patch * patch  # patch embed conv
+        + layers * (
+            n * c * 3 * c  # qkv
+            + 2 * n * n * c  # q @ k^T and attn @ v
+            + n * c * c  # proj
+            + 2 * n * c * ffn)  # ffn
+        + c * classes)  # head on the class token
     return params, macs

@@ -111,19 +111,20 @@ def _link(path: str, from_dir: str, root: str) -> str:
 def model_table(models: List[dict], from_dir: str, root: str) -> str:
     """A markdown table of ``models``; links relative to ``from_dir``."""
     lines = [
-        '| Model | Task / dataset | Result | Params (M) | FLOPs (G) | '
-        'Weights | Config |', '|---|---|---|---:|---:|---|---|'
+        '| Model | Task | Dataset | Result | Params (M) | FLOPs (G) | '
+        'Weights | Config |', '|---|---|---|---|---:|---:|---|---|'
     ]
     for model in models:
         meta = model.get('Metadata') or {}
         tasks = OrderedDict.fromkeys(
             r.get('Task') for r in model.get('Results') or [])
-        task = ', '.join(t for t in tasks if t) or 'pretraining / training'
+        task = ', '.join(t for t in tasks if t) or \
+            ('Pretraining' if model.get('Downstream') else 'Training')
         config = model.get('Config')
         config_md = f'[config]({_link(config, from_dir, root)})' \
             if config else '-'
         lines.append(
-            f'| {model["Name"]} | {task} / {_dataset(model)} | '
+            f'| {model["Name"]} | {task} | {_dataset(model)} | '
             f'{_metrics(model)} | {_millions(meta.get("Parameters"))} | '
             f'{_giga(meta.get("FLOPs"))} | {_weights(model)} | {config_md} |')
     return '\n'.join(lines)
