@@ -277,3 +277,42 @@ def test_repository_mmpretrain_registration():
         mmpretrain.list_models('dit-llama')
     caption = mmpretrain.list_models('llama-adapter', task='Image Caption')
     assert 'llama-adapter-v2_bias-7b_caption' in caption
+
+
+def _fake_install(tmp_path, index, monkeypatch):
+    """A package folder laid out like an editable install's .mim."""
+    search = pytest.importorskip('mim.commands.search')
+    pkg = tmp_path / 'visionllama_mm'
+    mim_dir = pkg / '.mim'
+    mim_dir.mkdir(parents=True)
+    (mim_dir / 'model-index.yml').symlink_to(index)
+    (mim_dir / 'configs').symlink_to(osp.join(osp.dirname(index), 'configs'))
+    monkeypatch.setattr(search, 'is_installed', lambda name: True)
+    monkeypatch.setattr(search, 'get_installed_path', lambda name: str(pkg))
+    return search
+
+
+@pytest.mark.parametrize('index', [FIX_INDEX, INDEX], ids=['fixture', 'repo'])
+def test_mim_search_reads_the_index(tmp_path, monkeypatch, index):
+    """What `mim search visionllama_mm` does once the package is installed.
+
+    mim finds ``<package>/.mim/model-index.yml`` (setup.py links it there
+    on `mim install -e .` / `pip install -e .`) and tabulates it.
+    """
+    search = _fake_install(tmp_path, index, monkeypatch)
+    df = search.get_model_info('visionllama_mm', local=True)
+    names = set(zoo.list_models(path=index))
+    assert set(df.index) == names
+    if index == FIX_INDEX:
+        assert df.loc['toy-vit_in1k', 'imagenet-1k/top_1_accuracy'] == 84.0
+        assert df.loc['toy-vit_in1k', 'model'] == 'toy'
+    else:
+        row = df.loc['pyramid-visionllama-b_8xb128_in1k']
+        assert row['imagenet-1k/top_1_accuracy'] == 83.2
+        assert row['weight'].endswith('best_checkpoint.pth')
+        filtered = search.get_model_info(
+            'visionllama_mm',
+            local=True,
+            filter_conditions='parameters>500000000')
+        assert 'pyramid-visionllama-b_8xb128_in1k' not in filtered.index
+        assert 'dit-llama-xl-2_8xb32-2400k_in1k-256' in filtered.index
