@@ -28,7 +28,6 @@ from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
 
 
-
 def _existing(locations):
     """The locations whose module exists (found without importing it)."""
     return [loc for loc in locations if find_spec(loc) is not None]

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import DefaultScope
 
 from visionllama_mm.registry import MODELS
 
@@ -34,8 +34,11 @@ def _library_models(scope):
 @pytest.mark.parametrize('scope', ['mmpretrain', 'mmseg', 'mmdet'])
 def test_library_registry_builds_prefixed_type(scope):
     lib_models = _library_models(scope)
-    module = lib_models.build(
-        dict(type='visionllama_mm.FoundationDummyBackbone', channels=4))
+    # A Runner leaves its scope as the current default scope of the
+    # process, so name the scope as the library's tools do.
+    with DefaultScope.overwrite_default_scope(scope):
+        module = lib_models.build(
+            dict(type='visionllama_mm.FoundationDummyBackbone', channels=4))
     assert type(module) is FoundationDummyBackbone
     assert module.conv.out_channels == 4
 
@@ -54,17 +57,18 @@ def test_default_scope_builds_prefixed_type(scope):
 def test_nested_in_library_model():
     """An mmpretrain ImageClassifier config with our backbone."""
     lib_models = _library_models('mmpretrain')
-    model = lib_models.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(
-                type='visionllama_mm.FoundationDummyBackbone', channels=8),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=5,
-                in_channels=8,
-                loss=dict(type='CrossEntropyLoss'))))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = lib_models.build(
+            dict(
+                type='ImageClassifier',
+                backbone=dict(
+                    type='visionllama_mm.FoundationDummyBackbone', channels=8),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(
+                    type='LinearClsHead',
+                    num_classes=5,
+                    in_channels=8,
+                    loss=dict(type='CrossEntropyLoss'))))
     assert type(model.backbone) is FoundationDummyBackbone
     logits = model(torch.randn(2, 3, 16, 16), mode='tensor')
     assert logits.shape == (2, 5)
@@ -72,5 +76,6 @@ def test_nested_in_library_model():
 
 def test_unknown_prefixed_type_is_an_error():
     lib_models = _library_models('mmdet')
-    with pytest.raises(KeyError, match='NoSuchModule'):
+    with DefaultScope.overwrite_default_scope('mmdet'), \
+            pytest.raises((KeyError, RuntimeError), match='NoSuchModule'):
         lib_models.build(dict(type='visionllama_mm.NoSuchModule'))
