@@ -116,6 +116,10 @@ def evaluate(cfg, checkpoint: str, scales) -> list:
         models = {}
         for anchor in (None, grid):
             model_cfg = deepcopy(cfg.model)
+            # the Runner adds the config's data preprocessor the same way
+            if cfg.get('data_preprocessor') is not None:
+                model_cfg.setdefault('data_preprocessor',
+                                     deepcopy(cfg.data_preprocessor))
             model_cfg.backbone.as_anchor = anchor
             model = MODELS.build(model_cfg)
             model.load_state_dict(state, strict=True)
