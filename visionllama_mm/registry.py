@@ -8,6 +8,7 @@ named ``visionllama_mm`` under the root and imports its ``locations``.
 
 Importing this module imports mmengine only (never mmdet, mmseg or mmagic).
 """
+import importlib.util
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
@@ -19,7 +20,24 @@ from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
-from mmengine.registry import Registry
+from mmengine.registry import Registry as _Registry
+
+
+class Registry(_Registry):
+    """mmengine ``Registry`` that skips locations which do not exist.
+
+    mmengine 0.10.7 raises on the first location that cannot be found, so a
+    sub-package that is absent from a checkout (or not written yet) would
+    break every build through this registry.
+    """
+
+    def import_from_location(self) -> None:
+        self._locations = [
+            loc for loc in self._locations
+            if importlib.util.find_spec(loc) is not None
+        ]
+        super().import_from_location()
+
 
 # Sub-packages that register models. A location that cannot be imported
 # (e.g. an optional dependency is missing) is only logged by mmengine.
