@@ -40,9 +40,7 @@ def test_config_builds_and_forwards(path):
     assert cfg.train_dataloader.batch_size == 128
     assert cfg.optim_wrapper.optimizer.lr == 1e-3
     assert cfg.train_cfg.max_epochs == 300
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.eval()
+    model = MODELS.build(cfg.model).eval()  # built with the official init
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 64, 64), mode='tensor')
     assert logits.shape == (1, 1000)
