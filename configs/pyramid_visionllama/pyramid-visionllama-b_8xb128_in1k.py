@@ -2,5 +2,4 @@
 _base_ = ['pyramid-visionllama-s_8xb128_in1k.py']
 
 model = dict(
-    backbone=dict(arch='base', drop_path_rate=0.3),
-    head=dict(in_channels=768))
+    backbone=dict(arch='base', drop_path_rate=0.3), head=dict(in_channels=768))

@@ -73,6 +73,5 @@ auto_scale_lr = dict(base_batch_size=1024)
 
 default_hooks = dict(
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3,
-        save_best='auto'))
+        type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'))
 randomness = dict(seed=0, diff_rank_seed=True)

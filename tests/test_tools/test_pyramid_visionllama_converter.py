@@ -7,18 +7,17 @@ written from the spec (``tests/test_backbones/pyramid_reference.py``).
 import argparse
 import importlib.util
 import os.path as osp
-import pickle
 import sys
 
 import pytest
 import torch
 
 from visionllama_mm.backbones.pyramid_vision_llama import PyramidVisionLLaMADET
+from visionllama_mm.compat import UnsafeCheckpointError
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_backbones'))
-from pyramid_reference import (official_arch_state_dict,  # noqa: E402
-                               reference_forward)
+import pyramid_reference as ref  # noqa: E402
 
 
 def load_tool():
@@ -41,12 +40,13 @@ TINY = dict(
 @pytest.fixture(scope='module')
 def official(tmp_path_factory):
     """A deit-format checkpoint as the official training script saves it."""
-    sd = official_arch_state_dict(TINY['embed_dims'], TINY['depths'],
-                                  TINY['sr_ratios'])
+    sd = ref.official_arch_state_dict(TINY['embed_dims'], TINY['depths'],
+                                      TINY['sr_ratios'])
     path = tmp_path_factory.mktemp('ckpt') / 'best_checkpoint.pth'
     torch.save(
         {
-            'model': sd,
+            'model':
+            sd,
             'optimizer': {
                 'state': {},
                 'param_groups': [{
@@ -57,11 +57,13 @@ def official(tmp_path_factory):
             'lr_scheduler': {
                 'base_values': [1e-3]
             },
-            'epoch': 299,
+            'epoch':
+            299,
             'scaler': {
                 'scale': 65536.0
             },
-            'args': argparse.Namespace(
+            'args':
+            argparse.Namespace(
                 model='pllama_wols_small_patch16', drop_path=0.2, lr=1e-3),
         }, path)
     return sd, str(path)
@@ -88,12 +90,13 @@ def test_mmpretrain_classifier_parity(official, tmp_path):
                     arch=TINY,
                     out_type='avg_featmap',
                     gsa_key_pos=key_pos),
-                head=dict(type='LinearClsHead', num_classes=10,
-                          in_channels=128))).eval()
+                head=dict(
+                    type='LinearClsHead', num_classes=10,
+                    in_channels=128))).eval()
         model.load_state_dict(converted['state_dict'], strict=True)
         with torch.no_grad():
             got = model(x, mode='tensor')
-            want = reference_forward(
+            want = ref.reference_forward(
                 sd,
                 x,
                 TINY['num_heads'],
@@ -122,7 +125,7 @@ def test_dense_backbone_parity(official, tmp_path, key_pos):
     x = torch.randn(1, 3, 128, 96)
     with torch.no_grad():
         got = model(x)
-        want = reference_forward(
+        want = ref.reference_forward(
             sd,
             x,
             TINY['num_heads'],
@@ -157,7 +160,7 @@ class _Payload:
     """Would run code when unpickled by an unrestricted loader."""
 
     def __reduce__(self):
-        return (print, ('unpickled arbitrary code',))
+        return (print, ('unpickled arbitrary code', ))
 
 
 def test_refuses_arbitrary_pickles(official, tmp_path):
@@ -165,7 +168,7 @@ def test_refuses_arbitrary_pickles(official, tmp_path):
     tool = load_tool()
     src = str(tmp_path / 'evil.pth')
     torch.save({'model': sd, 'payload': _Payload()}, src)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(UnsafeCheckpointError):
         tool.main([src, str(tmp_path / 'out.pth')])
     assert not osp.exists(tmp_path / 'out.pth')
 

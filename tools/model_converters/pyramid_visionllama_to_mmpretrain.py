@@ -24,37 +24,17 @@ Example::
 """
 import argparse
 import os.path as osp
+import sys
 from typing import Dict, Optional, Sequence
 
 import torch
 
-from visionllama_mm.backbones.pyramid_vision_llama import (
-    PyramidVisionLLaMA, checkpoint_filter_fn)
+from visionllama_mm.backbones import PyramidVisionLLaMA
+from visionllama_mm.backbones.pyramid_vision_llama import checkpoint_filter_fn
+from visionllama_mm.compat import load_checkpoint_safe
 
-
-def _load(path: str, trusted: bool) -> dict:
-    try:
-        from visionllama_mm.compat import load_checkpoint_safe
-    except ImportError:  # before the compat module is merged
-        load_checkpoint_safe = None
-    if load_checkpoint_safe is not None:
-        return load_checkpoint_safe(path, map_location='cpu', trusted=trusted)
-    if trusted:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def source_state_dict(checkpoint: dict) -> Dict[str, torch.Tensor]:
-    """The weights of a deit (``model``) or mmengine (``state_dict``) file."""
-    for key in ('model', 'state_dict'):
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    if checkpoint and all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return checkpoint
-    raise ValueError('no weights found: expected a "model" (deit) or '
-                     f'"state_dict" (mmengine) entry, got {list(checkpoint)}')
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from visionllama_to_mmpretrain import WEIGHT_KEYS, extract_weights  # noqa
 
 
 def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
@@ -65,9 +45,10 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
         if f'patch_embeds.{k}.proj.weight' in plain
     ]
     depths = [
-        len({key.split('.')[2]
-             for key in plain if key.startswith(f'blocks.{k}.')})
-        for k in range(len(dims))
+        len({
+            key.split('.')[2]
+            for key in plain if key.startswith(f'blocks.{k}.')
+        }) for k in range(len(dims))
     ]
     for name in ('small', 'base', 'large'):
         arch = PyramidVisionLLaMA.arch_zoo[name]
@@ -79,15 +60,18 @@ def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
 def convert(src: str,
             dst: str,
             fmt: str = 'mmpretrain',
+            key: str = 'auto',
             trusted: bool = False) -> dict:
     """Convert ``src`` into ``dst``; returns the written dict."""
-    checkpoint = _load(src, trusted)
-    state_dict = checkpoint_filter_fn(source_state_dict(checkpoint), fmt)
+    checkpoint = load_checkpoint_safe(src, map_location='cpu', trusted=trusted)
+    weights, source_key = extract_weights(checkpoint, key)
+    state_dict = checkpoint_filter_fn(weights, fmt)
     if not state_dict:
         raise ValueError(f'{src} holds no Pyramid VisionLLaMA weights')
     meta = dict(
         converted_from=osp.basename(src),
         format=fmt,
+        source_key=source_key,
         arch=str(infer_arch(state_dict)))
     args = checkpoint.get('args')
     if getattr(args, 'model', None) is not None:
@@ -113,6 +97,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'backbone: backbone.* without norm/head (mmseg/mmdet); '
         'timm: original names')
     parser.add_argument(
+        '--key',
+        default='auto',
+        choices=WEIGHT_KEYS,
+        help='container entry holding the weights (auto: state_dict or '
+        'model)')
+    parser.add_argument(
         '--trusted',
         action='store_true',
         help='unpickle arbitrary objects (only for files you trust)')
@@ -121,7 +111,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    out = convert(args.src, args.dst, args.format, args.trusted)
+    out = convert(args.src, args.dst, args.format, args.key, args.trusted)
     meta = out['meta']
     print(f'{args.dst}: {len(out["state_dict"])} tensors, format '
           f'{meta["format"]}, arch {meta["arch"]}')
