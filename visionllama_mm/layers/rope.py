@@ -334,7 +334,11 @@ class RotaryEmbedding2D(nn.Module):
             return angles_to_cos_sin(coords_to_angles(coords, freqs))
 
     def _cached(self, key: tuple, device, build) -> Tables:
-        key = key + (str(torch.device(device or 'cpu')), )
+        # Tables made under torch.inference_mode() cannot enter autograd
+        # later (e.g. training after an inference-mode evaluation): cache
+        # them separately.
+        key = key + (str(torch.device(device or 'cpu')),
+                     torch.is_inference_mode_enabled())
         out = self._cache.get(key)
         if out is None:
             out = self.tables(build())

