@@ -26,6 +26,11 @@ model = dict(
         patch_size=16,
         mask_ratio=0.75))
 
+# mmengine adds `_scope_` to every typed dict of a `mmpretrain::` base, and
+# its Runner passes a collate_fn dict's keys on as keyword arguments: restate
+# the collate function without it.
+train_dataloader = dict(collate_fn=dict(_delete_=True, type='default_collate'))
+
 # The official config ships `resume = True`; resuming is left to the command
 # line (`--resume`), see openmmlab-plugin-guide.md §4.
 resume = False

@@ -6,6 +6,8 @@ from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs' / 'mae_visionllama'
+# the ImageNet fine-tune / linear-probe configs (plain-backbone task)
+CLS_CONFIG_DIR = ROOT / 'configs' / 'visionllama'
 
 TINY_DIM = 32
 
@@ -15,8 +17,11 @@ def tiny_arch(num_layers: int = 2) -> dict:
 
 
 def load(name: str) -> Config:
-    """Load a config of configs/mae_visionllama by file name."""
-    return Config.fromfile(str(CONFIG_DIR / name))
+    """Load a config of configs/mae_visionllama (or configs/visionllama)."""
+    path = CONFIG_DIR / name
+    if not path.is_file():
+        path = CLS_CONFIG_DIR / name
+    return Config.fromfile(str(path))
 
 
 def reduce_pretrain(model: dict,

@@ -17,7 +17,8 @@ expected key differences.
 """
 import copy
 import importlib.util
-import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ from mmpretrain.registry import MODELS  # noqa: E402
 
 PRETRAIN = 'mae_visionllama-base-p16_8xb512-amp-coslr-800e_in1k.py'
 FINETUNE = 'visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-100e_in1k.py'
-LINEAR = 'visionllama-base-p16_mae800-pre_8xb2048-linear-coslr-90e_in1k.py'
+LINEAR = 'visionllama-base-p16_mae800-pre_linear-8xb2048-coslr-90e_in1k.py'
 CONVERTER = ROOT / 'tools' / 'model_converters' / \
     'visionllama_to_mmpretrain.py'
 IMG, PATCH, LAYERS = 32, 8, 2
@@ -68,15 +69,16 @@ def mae_epoch_file(tmp_path_factory):
     pipeline = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
     pipeline[1]['scale'] = IMG
     cfg.train_dataloader.update(
-        batch_size=4,
-        num_workers=0,
-        persistent_workers=False,
-        dataset=dict(
-            type='CustomDataset',
-            data_root=str(images),
-            with_label=False,
-            pipeline=pipeline))
+        batch_size=4, num_workers=0, persistent_workers=False)
+    cfg.train_dataloader['dataset'] = dict(
+        type='CustomDataset',
+        data_root=str(images),
+        with_label=False,
+        pipeline=pipeline)
     cfg.train_cfg.max_epochs = 1
+    # AmpOptimWrapper needs a GPU; its extra state is added below
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale')
     cfg.default_hooks.logger.interval = 1
     cfg.work_dir = str(work)
     cfg.experiment_name = 'mae_synthetic'
@@ -84,9 +86,16 @@ def mae_epoch_file(tmp_path_factory):
     runner = Runner.from_cfg(cfg)
     runner.train()
     path = work / 'epoch_1.pth'
-    # the official encoder also saved its frozen, never-added sin-cos
-    # pos_embed (1, 1 + N, C): add it, keeping the runner's container
+    # The official runs used AmpOptimWrapper (its GradScaler state is saved
+    # with the optimizer) and an encoder with a frozen, never-added sin-cos
+    # pos_embed (1, 1 + N, C): add both, keeping the runner's container.
     ckpt = load_checkpoint_safe(path)
+    ckpt['optimizer']['loss_scaler'] = dict(
+        scale=65536.0,
+        growth_factor=2.0,
+        backoff_factor=0.5,
+        growth_interval=2000,
+        _growth_tracker=2)
     n = (IMG // PATCH)**2
     ckpt['state_dict']['backbone.pos_embed'] = \
         build_2d_sincos_position_embedding(
@@ -107,9 +116,18 @@ def _mae_state(path):
 
 
 def test_official_container_structure(mae_epoch_file):
-    # plain weights-only loading refuses it (pickled Python objects) ...
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(mae_epoch_file, map_location='cpu', weights_only=True)
+    # plain weights-only loading refuses it (pickled Python objects; a
+    # fresh process, since importing visionllama_mm registers the
+    # allow-list with torch) ...
+    code = ('import sys, torch; torch.load(sys.argv[1], map_location="cpu",'
+            ' weights_only=True)')
+    proc = subprocess.run([sys.executable, '-c', code,
+                           str(mae_epoch_file)],
+                          capture_output=True,
+                          text=True)
+    assert proc.returncode != 0
+    assert 'UnpicklingError' in proc.stderr
+    assert 'HistoryBuffer' in proc.stderr or 'numpy' in proc.stderr
     # ... the safe loader accepts it without unpickling arbitrary code
     ckpt = load_checkpoint_safe(mae_epoch_file, map_location='cpu')
     assert {'meta', 'state_dict', 'message_hub', 'optimizer',
@@ -118,7 +136,7 @@ def test_official_container_structure(mae_epoch_file):
     assert isinstance(buffers['train/loss'], HistoryBuffer)
     assert isinstance(buffers['train/loss']._log_history, np.ndarray)
     assert ckpt['meta']['epoch'] == 1
-    assert 'loss_scaler' in ckpt['optimizer']  # AmpOptimWrapper
+    assert {'state', 'param_groups', 'loss_scaler'} <= set(ckpt['optimizer'])
     sd = ckpt['state_dict']
     n = (IMG // PATCH)**2
     # the spec §7.1 key layout
@@ -221,24 +239,32 @@ def test_upernet_backbone_accepts_mae_weights(converted, mae_epoch_file):
     assert [o.shape for o in outs] == [(1, 32, 8, 8)] * 2
 
 
-def test_vitdet_backbone_accepts_mae_weights(converted, mae_epoch_file):
-    """LLaMADET keeps the plain layer names (spec §3.9, §7.1)."""
-    if OUR_MODELS.get('LLaMADET') is None:
-        pytest.skip('LLaMADET is not on this branch (dense task)')
-    cfg = dict(
-        type='visionllama_mm.LLaMADET',
+DENSE_CONFIGS = sorted(
+    list((ROOT / 'configs' / 'upernet_visionllama').glob(
+        'upernet_visionllama-*-p16-mae*.py')) +
+    list((ROOT / 'configs' / 'vitdet_visionllama').glob(
+        'vitdet_*visionllama-*-p16-mae*.py')))
+
+
+@pytest.mark.parametrize(
+    'path', DENSE_CONFIGS or [None],
+    ids=lambda p: p.name if p is not None else 'none')
+def test_dense_configs_accept_mae_weights(path, converted, mae_epoch_file):
+    """The shipped UperNet / ViTDet configs (dense task), reduced."""
+    if path is None:
+        pytest.skip('no UperNet / ViTDet configs on this branch')
+    from mmengine.config import Config
+    bb = copy.deepcopy(Config.fromfile(str(path)).model.backbone)
+    assert bb.init_cfg.prefix == 'backbone.'
+    bb.init_cfg.checkpoint = str(converted)
+    bb.update(
         arch=dict(embed_dims=32, num_layers=LAYERS, num_heads=2),
         img_size=64,
-        patch_size=PATCH,
-        window_size=4,
-        window_block_indexes=[0],
-        out_type='featmap',
-        final_norm=False,
-        out_indices=[-1],
-        init_cfg=dict(
-            type='Pretrained', checkpoint=str(converted),
-            prefix='backbone.'))
-    backbone = OUR_MODELS.build(cfg)
+        patch_size=PATCH)
+    bb.out_indices = list(range(LAYERS))[-len(bb.get('out_indices', [-1])):]
+    if 'window_block_indexes' in bb:
+        bb.update(window_size=4, window_block_indexes=[0])
+    backbone = OUR_MODELS.build(bb)
     backbone.init_weights()
     src = _mae_state(mae_epoch_file)
     for k, v in backbone.state_dict().items():
