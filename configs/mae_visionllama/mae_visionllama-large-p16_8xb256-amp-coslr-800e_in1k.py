@@ -9,8 +9,7 @@
 # acts with `--auto-scale-lr`). The official run keeps 2 checkpoints.
 _base_ = './mae_visionllama-base-p16_8xb512-amp-coslr-800e_in1k.py'
 
-model = dict(
-    backbone=dict(arch='l'), neck=dict(embed_dim=1024))
+model = dict(backbone=dict(arch='l'), neck=dict(embed_dim=1024))
 
 train_dataloader = dict(batch_size=256)
 

@@ -67,8 +67,7 @@ model = dict(
         out_type='avg_featmap',
         final_norm=False,
         init_cfg=dict(
-            type='Pretrained', checkpoint=mae_checkpoint,
-            prefix='backbone.')),
+            type='Pretrained', checkpoint=mae_checkpoint, prefix='backbone.')),
     neck=None,
     head=dict(
         type='LinearClsHead',

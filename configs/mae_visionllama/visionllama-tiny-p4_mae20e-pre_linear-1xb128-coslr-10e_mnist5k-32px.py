@@ -7,11 +7,13 @@
 # VisionTransformerClsHead are trained with LARS, warmup then cosine. Reports
 # top-1 on the 1,000 held-out digits. See the fine-tune config next to this
 # one for `mae_checkpoint`.
-_base_ = ['./visionllama-tiny-p4_mae20e-pre_1xb128-lrd65-coslr-10e_mnist5k-32px.py']
+_base_ = [
+    './visionllama-tiny-p4_mae20e-pre_1xb128-lrd65-coslr-10e_mnist5k-32px.py'
+]
 
 model = dict(
     backbone=dict(drop_path_rate=0., frozen_stages=4),
-    neck=dict(type='ClsBatchNormNeck', input_features=64),
+    neck=dict(_delete_=True, type='ClsBatchNormNeck', input_features=64),
     head=dict(
         _delete_=True,
         type='VisionTransformerClsHead',

@@ -130,8 +130,9 @@ def test_official_container_structure(mae_epoch_file):
     assert 'HistoryBuffer' in proc.stderr or 'numpy' in proc.stderr
     # ... the safe loader accepts it without unpickling arbitrary code
     ckpt = load_checkpoint_safe(mae_epoch_file, map_location='cpu')
-    assert {'meta', 'state_dict', 'message_hub', 'optimizer',
-            'param_schedulers'} <= set(ckpt)
+    assert {
+        'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'
+    } <= set(ckpt)
     buffers = ckpt['message_hub']['log_scalars']
     assert isinstance(buffers['train/loss'], HistoryBuffer)
     assert isinstance(buffers['train/loss']._log_history, np.ndarray)
@@ -142,16 +143,17 @@ def test_official_container_structure(mae_epoch_file):
     # the spec §7.1 key layout
     assert sd['backbone.cls_token'].shape == (1, 1, 32)
     assert sd['backbone.pos_embed'].shape == (1, 1 + n, 32)
-    assert sd['backbone.patch_embed.projection.weight'].shape == (32, 3,
-                                                                  PATCH,
+    assert sd['backbone.patch_embed.projection.weight'].shape == (32, 3, PATCH,
                                                                   PATCH)
     assert sd['backbone.layers.1.attn.qkv.weight'].shape == (96, 32)
     assert sd['backbone.layers.0.ffn.w12.weight'].shape[0] == 2 * \
         sd['backbone.layers.0.ffn.w3.weight'].shape[1]
     assert 'backbone.ln1.weight' in sd
     assert sd['neck.decoder_pos_embed'].shape == (1, 1 + n, 32)
-    assert {'neck.mask_token', 'neck.ln1.weight', 'neck.decoder_pred.weight',
-            'neck.decoder_blocks.0.ffn.layers.0.0.weight'} <= set(sd)
+    assert {
+        'neck.mask_token', 'neck.ln1.weight', 'neck.decoder_pred.weight',
+        'neck.decoder_blocks.0.ffn.layers.0.0.weight'
+    } <= set(sd)
 
 
 def test_converted_is_tensors_only(mae_epoch_file, converted):
@@ -169,8 +171,7 @@ def _loaded_backbone(model_cfg, checkpoint):
     """Build, run init_weights (Pretrained) and return the backbone."""
     init_default_scope('mmpretrain')
     model = MODELS.build(
-        reduce_classifier(model_cfg, checkpoint=checkpoint,
-                          num_layers=LAYERS))
+        reduce_classifier(model_cfg, checkpoint=checkpoint, num_layers=LAYERS))
     model.init_weights()
     return model.backbone
 
@@ -190,8 +191,8 @@ def _key_diff(backbone, checkpoint):
 
 @pytest.mark.parametrize('source', ['converted', 'epoch_file'])
 @pytest.mark.parametrize('config', [FINETUNE, LINEAR])
-def test_classifier_configs_accept_mae_weights(config, source,
-                                               mae_epoch_file, converted):
+def test_classifier_configs_accept_mae_weights(config, source, mae_epoch_file,
+                                               converted):
     path = converted if source == 'converted' else mae_epoch_file
     backbone = _loaded_backbone(load(config).model, path)
     src = _mae_state(mae_epoch_file)
@@ -225,8 +226,7 @@ def test_upernet_backbone_accepts_mae_weights(converted, mae_epoch_file):
         final_norm=False,
         out_indices=[0, 1],
         init_cfg=dict(
-            type='Pretrained', checkpoint=str(converted),
-            prefix='backbone.'))
+            type='Pretrained', checkpoint=str(converted), prefix='backbone.'))
     backbone = OUR_MODELS.build(cfg)
     backbone.init_weights()
     src = _mae_state(mae_epoch_file)
@@ -240,14 +240,15 @@ def test_upernet_backbone_accepts_mae_weights(converted, mae_epoch_file):
 
 
 DENSE_CONFIGS = sorted(
-    list((ROOT / 'configs' / 'upernet_visionllama').glob(
-        'upernet_visionllama-*-p16-mae*.py')) +
-    list((ROOT / 'configs' / 'vitdet_visionllama').glob(
-        'vitdet_*visionllama-*-p16-mae*.py')))
+    list((ROOT / 'configs' /
+          'upernet_visionllama').glob('upernet_visionllama-*-p16-mae*.py')) +
+    list((ROOT / 'configs' /
+          'vitdet_visionllama').glob('vitdet_*visionllama-*-p16-mae*.py')))
 
 
 @pytest.mark.parametrize(
-    'path', DENSE_CONFIGS or [None],
+    'path',
+    DENSE_CONFIGS or [None],
     ids=lambda p: p.name if p is not None else 'none')
 def test_dense_configs_accept_mae_weights(path, converted, mae_epoch_file):
     """The shipped UperNet / ViTDet configs (dense task), reduced."""

@@ -20,25 +20,46 @@ from mmpretrain.structures import DataSample  # noqa: E402
 
 PRETRAIN = {
     'mae_visionllama-base-p16_8xb512-amp-coslr-800e_in1k.py':
-    dict(arch='b', dim=768, batch=512, epochs=800, warmup_start=1e-9,
-         keep=3),
+    dict(arch='b', dim=768, batch=512, epochs=800, warmup_start=1e-9, keep=3),
     'mae_visionllama-base-p16_8xb512-amp-coslr-1600e_in1k.py':
-    dict(arch='b', dim=768, batch=512, epochs=1600, warmup_start=1e-4,
-         keep=3),
+    dict(arch='b', dim=768, batch=512, epochs=1600, warmup_start=1e-4, keep=3),
     'mae_visionllama-large-p16_8xb256-amp-coslr-800e_in1k.py':
-    dict(arch='l', dim=1024, batch=256, epochs=800, warmup_start=1e-9,
-         keep=2),
+    dict(arch='l', dim=1024, batch=256, epochs=800, warmup_start=1e-9, keep=2),
 }
 FINETUNE = {
     'visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-100e_in1k.py':
-    dict(arch='base', dim=768, layers=12, lr=2e-3, batch=128, accum=1,
-         epochs=100, drop_path=0.1, ckpt='base-p16_mae-800e'),
+    dict(
+        arch='base',
+        dim=768,
+        layers=12,
+        lr=2e-3,
+        batch=128,
+        accum=1,
+        epochs=100,
+        drop_path=0.1,
+        ckpt='base-p16_mae-800e'),
     'visionllama-base-p16_mae1600-pre_8xb128-lrd45-coslr-100e_in1k.py':
-    dict(arch='base', dim=768, layers=12, lr=2e-3, batch=128, accum=1,
-         epochs=100, drop_path=0.1, ckpt='base-p16_mae-1600e'),
+    dict(
+        arch='base',
+        dim=768,
+        layers=12,
+        lr=2e-3,
+        batch=128,
+        accum=1,
+        epochs=100,
+        drop_path=0.1,
+        ckpt='base-p16_mae-1600e'),
     'visionllama-large-p16_mae800-pre_8xb64-accum2-lrd45-coslr-50e_in1k.py':
-    dict(arch='large', dim=1024, layers=24, lr=4e-3, batch=64, accum=2,
-         epochs=50, drop_path=0.2, ckpt='large-p16_mae-800e'),
+    dict(
+        arch='large',
+        dim=1024,
+        layers=24,
+        lr=4e-3,
+        batch=64,
+        accum=2,
+        epochs=50,
+        drop_path=0.2,
+        ckpt='large-p16_mae-800e'),
 }
 LINEAR = {
     'visionllama-base-p16_mae800-pre_linear-8xb2048-coslr-90e_in1k.py':
@@ -83,8 +104,8 @@ def test_pretrain_recipe(name):
     assert neck.type == 'MAEPretrainDecoder'
     assert (neck.patch_size, neck.in_chans, neck.embed_dim) == (16, 3,
                                                                 exp['dim'])
-    assert (neck.decoder_embed_dim, neck.decoder_depth,
-            neck.decoder_num_heads, neck.mlp_ratio) == (512, 8, 16, 4.)
+    assert (neck.decoder_embed_dim, neck.decoder_depth, neck.decoder_num_heads,
+            neck.mlp_ratio) == (512, 8, 16, 4.)
     assert model.head.type == 'MAEPretrainHead'
     assert model.head.norm_pix is True and model.head.patch_size == 16
     assert model.head.loss == dict(
@@ -116,8 +137,7 @@ def test_pretrain_recipe(name):
     warmup, cosine = cfg.param_scheduler
     assert warmup.type == 'LinearLR' and warmup.by_epoch
     assert warmup.start_factor == pytest.approx(exp['warmup_start'])
-    assert (warmup.begin, warmup.end, warmup.convert_to_iter_based) == (0,
-                                                                        40,
+    assert (warmup.begin, warmup.end, warmup.convert_to_iter_based) == (0, 40,
                                                                         True)
     assert cosine.type == 'CosineAnnealingLR' and cosine.by_epoch
     assert (cosine.begin, cosine.end, cosine.T_max) == (40, exp['epochs'],
@@ -181,16 +201,17 @@ def test_finetune_recipe(name):
     assert head.type == 'LinearClsHead' and head.in_channels == exp['dim']
     assert head.loss == dict(
         type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
-    assert head.init_cfg == [dict(type='TruncNormal', layer='Linear',
-                                  std=2e-5)]
+    assert head.init_cfg == [
+        dict(type='TruncNormal', layer='Linear', std=2e-5)
+    ]
     assert cfg.model.train_cfg.augments == [
         dict(type='Mixup', alpha=0.8),
         dict(type='CutMix', alpha=1.0)
     ]
     types = [t.type for t in cfg.train_dataloader.dataset.pipeline]
     assert types == [
-        'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip',
-        'RandAugment', 'RandomErasing', 'PackInputs'
+        'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'RandAugment',
+        'RandomErasing', 'PackInputs'
     ]
     ra = cfg.train_dataloader.dataset.pipeline[3]
     assert (ra.policies, ra.num_policies, ra.magnitude_level,
@@ -215,8 +236,8 @@ def test_finetune_recipe(name):
     for key in ('.ln', '.bias', '.cls_token', '.pos_embed'):
         assert ow.paramwise_cfg.custom_keys[key] == dict(decay_mult=0.)
     warmup, cosine = cfg.param_scheduler
-    assert (warmup.type, warmup.start_factor, warmup.end) == ('LinearLR',
-                                                              1e-4, 5)
+    assert (warmup.type, warmup.start_factor, warmup.end) == ('LinearLR', 1e-4,
+                                                              5)
     assert (cosine.type, cosine.begin, cosine.end, cosine.T_max,
             cosine.eta_min) == ('CosineAnnealingLR', 5, exp['epochs'],
                                 exp['epochs'] - 5, 1e-6)
@@ -271,8 +292,7 @@ def test_layer_decay_scales(name):
         g['param_name']: g
         for g in wrapper.optimizer.param_groups if 'param_name' in g
     }
-    assert len(groups) == sum(1 for p in model.parameters()
-                              if p.requires_grad)
+    assert len(groups) == sum(1 for p in model.parameters() if p.requires_grad)
     lr, rate = exp['lr'], 0.45
 
     def check(name, depth, decay):
@@ -296,4 +316,3 @@ def test_layer_decay_scales(name):
     assert groups['backbone.layers.0.attn.proj.weight']['lr_scale'] == \
         pytest.approx(rate**L)
     assert groups['head.fc.weight']['lr_scale'] == 1
-

@@ -20,7 +20,8 @@ pytest.importorskip('mlxtend')
 
 TRAIN = ROOT / 'tools' / 'train.py'
 RECON = ROOT / 'tools' / 'analysis_tools' / 'mae_reconstruction.py'
-MAE_CFG = CONFIG_DIR / 'mae_visionllama-tiny-p4_1xb128-coslr-20e_mnist5k-32px.py'
+MAE_CFG = CONFIG_DIR / \
+    'mae_visionllama-tiny-p4_1xb128-coslr-20e_mnist5k-32px.py'
 FT_CFG = CONFIG_DIR / \
     'visionllama-tiny-p4_mae20e-pre_1xb128-lrd65-coslr-10e_mnist5k-32px.py'
 LP_CFG = CONFIG_DIR / \
@@ -31,7 +32,8 @@ def run(script, *args, timeout=1800):
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
         [str(ROOT)] + [p for p in [env.get('PYTHONPATH')] if p])
-    proc = subprocess.run([sys.executable, str(script), *map(str, args)],
+    proc = subprocess.run([sys.executable,
+                           str(script), *map(str, args)],
                           cwd=ROOT,
                           env=env,
                           capture_output=True,
@@ -70,7 +72,10 @@ def check_reconstruction(checkpoint, out, *options):
 
 
 def test_mae_ft_lp_few_iterations(tmp_path):
-    few = ['train_dataloader.dataset.indices=256', 'train_cfg.max_epochs=1']
+    few = [
+        'train_dataloader.dataset.indices=64',
+        'train_dataloader.batch_size=32', 'train_cfg.max_epochs=1'
+    ]
     losses, _, _ = train(MAE_CFG, tmp_path / 'mae', *few,
                          'default_hooks.checkpoint.interval=1',
                          'default_hooks.logger.interval=1')
@@ -79,9 +84,8 @@ def test_mae_ft_lp_few_iterations(tmp_path):
     assert ckpt.is_file()
     for name, cfg in (('ft', FT_CFG), ('lp', LP_CFG)):
         losses, top1, log = train(
-            cfg, tmp_path / name, *few,
-            'val_dataloader.dataset.indices=250', 'train_cfg.val_interval=1',
-            'default_hooks.logger.interval=1',
+            cfg, tmp_path / name, *few, 'val_dataloader.dataset.indices=100',
+            'train_cfg.val_interval=1', 'default_hooks.logger.interval=1',
             f'model.backbone.init_cfg.checkpoint={ckpt}')
         assert losses and all(x > 0 for x in losses)
         assert len(top1) == 1 and 0 <= top1[0] <= 100

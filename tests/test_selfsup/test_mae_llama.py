@@ -113,8 +113,8 @@ def test_permuting_kept_tokens_with_positions_permutes_output():
         out = model.forward_kept(kept, ids_keep, hw)
         out_p = model.forward_kept(kept_p, ids_p, hw)
     torch.testing.assert_close(out_p[:, 0], out[:, 0])  # class slot
-    expected = torch.gather(out[:, 1:], 1,
-                            perm[..., None].expand_as(out[:, 1:]))
+    expected = torch.gather(out[:, 1:], 1, perm[..., None].expand_as(out[:,
+                                                                         1:]))
     torch.testing.assert_close(out_p[:, 1:], expected, atol=1e-5, rtol=1e-5)
     # permuting tokens but NOT their positions changes the result
     with torch.no_grad():
@@ -136,8 +136,7 @@ def test_sample_independence_and_positions_matter():
         # (relative RoPE) ...
         torch.testing.assert_close(shifted, single, atol=1e-5, rtol=1e-5)
         # ... but a change of the relative layout does not
-        moved = model.forward_kept(kept[1:], torch.tensor([[1, 6, 11, 4]]),
-                                   hw)
+        moved = model.forward_kept(kept[1:], torch.tensor([[1, 6, 11, 4]]), hw)
     torch.testing.assert_close(both[1:], single, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(moved[:, 1:], single[:, 1:], atol=1e-4)
 
@@ -185,8 +184,8 @@ def test_unmasked_out_types(out_type, shape):
     if out_type == 'cls_token':
         # intermediate: raw class token; last: ln1(class token)
         torch.testing.assert_close(outs[0][0], model.cls_token[0, 0])
-        torch.testing.assert_close(outs[1][0],
-                                   model.ln1(model.cls_token[0, 0]))
+        torch.testing.assert_close(outs[1][0], model.ln1(model.cls_token[0,
+                                                                         0]))
     # masking still returns the raw latent whatever out_type is
     latent, _, _ = model(torch.randn(2, 3, 32, 32))
     assert latent.shape == (2, 5, 32)

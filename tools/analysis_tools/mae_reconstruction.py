@@ -13,9 +13,9 @@ and variance of the original patch.
 
 Example::
 
+    CFG=mae_visionllama-tiny-p4_1xb128-coslr-20e_mnist5k-32px
     python tools/analysis_tools/mae_reconstruction.py \\
-        configs/mae_visionllama/mae_visionllama-tiny-p4_1xb128-20e_mnist5k.py \\
-        work_dirs/mae_visionllama-tiny-p4_1xb128-20e_mnist5k/epoch_20.pth \\
+        configs/mae_visionllama/$CFG.py work_dirs/$CFG/epoch_20.pth \\
         --out grid.png --num-images 6
 """
 import argparse
@@ -36,26 +36,40 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '(original / masked / reconstruction / reconstruction + visible).')
     parser.add_argument('config', help='MAE config file')
     parser.add_argument('checkpoint', help='MAE checkpoint (epoch_N.pth)')
-    parser.add_argument('--out', default='mae_reconstruction.png',
-                        help='output PNG path')
     parser.add_argument(
-        '--images', nargs='+', default=None,
-        help='image files; default: the first images of the config\'s '
-        'training set')
-    parser.add_argument('--num-images', type=int, default=4,
-                        help='rows of the grid (dataset images)')
-    parser.add_argument('--mask-ratio', type=float, default=None,
-                        help='override the encoder\'s mask ratio')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the random masks')
-    parser.add_argument('--tile', type=int, default=96,
-                        help='minimum tile side in pixels (nearest upscale)')
+        '--out', default='mae_reconstruction.png', help='output PNG path')
+    parser.add_argument(
+        '--images',
+        nargs='+',
+        default=None,
+        help='image files; default: --num-images images evenly spread over '
+        'the config\'s training set')
+    parser.add_argument(
+        '--num-images',
+        type=int,
+        default=4,
+        help='rows of the grid (dataset images)')
+    parser.add_argument(
+        '--mask-ratio',
+        type=float,
+        default=None,
+        help='override the encoder\'s mask ratio')
+    parser.add_argument(
+        '--seed', type=int, default=0, help='seed of the random masks')
+    parser.add_argument(
+        '--tile',
+        type=int,
+        default=96,
+        help='minimum tile side in pixels (nearest upscale)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
-        '--trusted', action='store_true',
+        '--trusted',
+        action='store_true',
         help='allow full unpickling of the checkpoint (trusted files only)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override settings of the config, xxx=yyy format')
     return parser.parse_args(argv)
 
@@ -102,8 +116,10 @@ def collect_inputs(cfg: Config, args: argparse.Namespace) -> list:
         return [compose(dict(img_path=p)) for p in args.images]
     ds_cfg['pipeline'] = pipeline
     dataset = DATASETS.build(ds_cfg)
+    # spread over the dataset (sorted datasets show several classes)
     n = min(args.num_images, len(dataset))
-    return [dataset[i] for i in range(n)]
+    index = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+    return [dataset[int(i)] for i in index]
 
 
 @torch.no_grad()
@@ -129,8 +145,9 @@ def reconstruct(model, inputs: torch.Tensor, seed: int = 0) -> dict:
         var = target.var(dim=-1, keepdim=True)
         pred = pred * (var + 1.e-6)**.5 + mean
     recon = head.unpatchify(pred)
-    mask_px = head.unpatchify(
-        mask[..., None].expand(-1, -1, pred.shape[-1]).to(pred.dtype))
+    mask_px = head.unpatchify(mask[...,
+                                   None].expand(-1, -1,
+                                                pred.shape[-1]).to(pred.dtype))
     return dict(
         mask=mask_px,
         masked=inputs * (1 - mask_px),
@@ -138,8 +155,10 @@ def reconstruct(model, inputs: torch.Tensor, seed: int = 0) -> dict:
         pasted=inputs * (1 - mask_px) + recon * mask_px)
 
 
-def to_uint8(x: torch.Tensor, mean, std, masked: Optional[torch.Tensor] = None
-             ) -> np.ndarray:
+def to_uint8(x: torch.Tensor,
+             mean,
+             std,
+             masked: Optional[torch.Tensor] = None) -> np.ndarray:
     """(C, H, W) normalised tensor -> (H, W, 3) uint8 RGB.
 
     Removed patches (``masked`` = 1) are drawn mid-grey.
@@ -153,8 +172,10 @@ def to_uint8(x: torch.Tensor, mean, std, masked: Optional[torch.Tensor] = None
     return img
 
 
-def make_grid(rows: List[List[np.ndarray]], tile: int = 96,
-              pad: int = 4, header: bool = True) -> np.ndarray:
+def make_grid(rows: List[List[np.ndarray]],
+              tile: int = 96,
+              pad: int = 4,
+              header: bool = True) -> np.ndarray:
     """Tile equally sized uint8 images into one (H, W, 3) array."""
     from PIL import Image, ImageDraw
 
@@ -163,16 +184,14 @@ def make_grid(rows: List[List[np.ndarray]], tile: int = 96,
     th, tw = h * scale, w * scale
     top = 16 if header else 0
     ncol = len(rows[0])
-    canvas = Image.new('RGB', (ncol * (tw + pad) + pad,
-                               top + len(rows) * (th + pad) + pad),
-                       (255, 255, 255))
+    canvas = Image.new('RGB', (ncol * (tw + pad) + pad, top + len(rows) *
+                               (th + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for c in range(ncol):
         if header:
             draw.text((pad + c * (tw + pad), 2), COLUMNS[c], fill=(0, 0, 0))
         for r, row in enumerate(rows):
-            tile_img = Image.fromarray(row[c]).resize((tw, th),
-                                                      Image.NEAREST)
+            tile_img = Image.fromarray(row[c]).resize((tw, th), Image.NEAREST)
             canvas.paste(tile_img,
                          (pad + c * (tw + pad), top + pad + r * (th + pad)))
     return np.asarray(canvas)

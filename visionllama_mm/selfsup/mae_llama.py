@@ -115,8 +115,8 @@ class MAELLaMA(VisionLLaMA):
                  with_cp: bool = False,
                  layer_cfgs: Union[dict, Sequence[dict]] = dict(),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
-        if not (isinstance(mask_ratio, (int, float))
-                and 0. <= mask_ratio < 1.):
+        if not (isinstance(mask_ratio,
+                           (int, float)) and 0. <= mask_ratio < 1.):
             raise ValueError('mask_ratio must be a number in [0, 1), got '
                              f'{mask_ratio!r}')
         super().__init__(
@@ -166,7 +166,8 @@ class MAELLaMA(VisionLLaMA):
     # ------------------------------------------------------------------
     # masking
     # ------------------------------------------------------------------
-    def num_kept(self, num_patches: int,
+    def num_kept(self,
+                 num_patches: int,
                  mask_ratio: Optional[float] = None) -> int:
         """K = int(N (1 - mask_ratio)), the kept patches per sample."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
@@ -176,12 +177,11 @@ class MAELLaMA(VisionLLaMA):
                              f'{num_patches}')
         return keep
 
-    def random_masking(
-        self,
-        x: Tensor,
-        mask_ratio: Optional[float] = None,
-        noise: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def random_masking(self,
+                       x: Tensor,
+                       mask_ratio: Optional[float] = None,
+                       noise: Optional[Tensor] = None
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Per-sample random masking by argsort of uniform noise (§3.8).
 
         Args:
