@@ -1,5 +1,9 @@
 """Backbones (registered in ``visionllama_mm.registry.MODELS``)."""
+from .pyramid_vision_llama import PyramidVisionLLaMA, PyramidVisionLLaMADET
 from .vision_llama import PatchEmbed, VisionLLaMA
 from .vitdet_llama import LLaMADET
 
-__all__ = ['PatchEmbed', 'VisionLLaMA', 'LLaMADET']
+__all__ = [
+    'PatchEmbed', 'VisionLLaMA', 'LLaMADET', 'PyramidVisionLLaMA',
+    'PyramidVisionLLaMADET'
+]
