@@ -4,8 +4,7 @@
 # CPU-sized: widths 32-128, 64-channel FPN / heads, ~256 x 256 inputs, fp32.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    '../_base_/datasets/nuclei_instance.py',
-    'mmdet::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_instance.py', 'mmdet::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
@@ -31,8 +30,7 @@ model = dict(
             in_channels=channels, fc_out_channels=256, num_classes=1),
         mask_roi_extractor=dict(out_channels=channels),
         mask_head=dict(
-            in_channels=channels, conv_out_channels=channels,
-            num_classes=1)))
+            in_channels=channels, conv_out_channels=channels, num_classes=1)))
 
 optim_wrapper = dict(
     type='OptimWrapper',
@@ -43,9 +41,7 @@ optim_wrapper = dict(
 
 max_iters = 2000
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-        end=100),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
         type='MultiStepLR',
         begin=0,
@@ -64,7 +60,6 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=500,
-        max_keep_ckpts=1))
+        type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -5,13 +5,13 @@
 # 32-128, two blocks per stage (LSA + GSA), 256 x 256 inputs, BN, fp32.
 _base_ = [
     'mmseg::_base_/models/twins_pcpvt-s_upernet.py',
-    '../_base_/datasets/nuclei_semantic.py',
-    'mmseg::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_semantic.py', 'mmseg::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
 norm_cfg = dict(type='BN', requires_grad=True)
 embed_dims = [32, 64, 96, 128]
+crop_size = (256, 256)
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
@@ -31,10 +31,7 @@ model = dict(
         auto_scale=True,
         drop_path_rate=0.1),
     decode_head=dict(
-        in_channels=embed_dims,
-        channels=64,
-        num_classes=2,
-        norm_cfg=norm_cfg),
+        in_channels=embed_dims, channels=64, num_classes=2, norm_cfg=norm_cfg),
     auxiliary_head=dict(
         in_channels=embed_dims[2],
         channels=32,
@@ -51,9 +48,7 @@ optim_wrapper = dict(
 
 max_iters = 2000
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-        end=100),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
         type='PolyLR',
         eta_min=0.0,
@@ -69,7 +64,6 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=500,
-        max_keep_ckpts=1))
+        type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -6,13 +6,13 @@
 # FCNHead, AdamW with layer-wise lr decay through get_layer_depth.
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
-    '../_base_/datasets/nuclei_semantic.py',
-    'mmseg::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_semantic.py', 'mmseg::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
 norm_cfg = dict(type='BN', requires_grad=True)
 embed_dims = 64
+crop_size = (256, 256)
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
@@ -26,18 +26,15 @@ model = dict(
         out_type='featmap',
         final_norm=False,
         out_indices=[0, 1, 2, 3]),
-    neck=dict(embed_dim=embed_dims, rescales=[4, 2, 1, 0.5],
-              norm_cfg=norm_cfg),
+    neck=dict(
+        embed_dim=embed_dims, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
     decode_head=dict(
         in_channels=[embed_dims] * 4,
         channels=64,
         num_classes=2,
         norm_cfg=norm_cfg),
     auxiliary_head=dict(
-        in_channels=embed_dims,
-        channels=32,
-        num_classes=2,
-        norm_cfg=norm_cfg),
+        in_channels=embed_dims, channels=32, num_classes=2, norm_cfg=norm_cfg),
     test_cfg=dict(mode='whole'))
 
 optim_wrapper = dict(
@@ -50,9 +47,7 @@ optim_wrapper = dict(
 
 max_iters = 2000
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-        end=100),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
         type='PolyLR',
         eta_min=0.0,
@@ -68,7 +63,6 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=500,
-        max_keep_ckpts=1))
+        type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -6,8 +6,7 @@
 # `python tools/dataset_converters/prepare_nuclei.py`). CPU-sized, fp32.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    '../_base_/datasets/nuclei_instance.py',
-    'mmdet::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_instance.py', 'mmdet::_base_/default_runtime.py'
 ]
 custom_imports = dict(
     imports=['visionllama_mm', 'visionllama_mm.necks'],
@@ -102,9 +101,7 @@ optim_wrapper = dict(
 
 max_iters = 2000
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-        end=100),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
         type='MultiStepLR',
         begin=0,
@@ -123,8 +120,7 @@ test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=500,
-        max_keep_ckpts=1))
+        type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
 custom_hooks = [dict(type='visionllama_mm.Fp16CompressionHook')]
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

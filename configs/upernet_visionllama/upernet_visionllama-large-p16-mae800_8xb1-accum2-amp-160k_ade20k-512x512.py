@@ -2,7 +2,9 @@
 # epochs (spec-visionllama.md §8.6). Blocks 7/11/15/23, 1024 channels,
 # layer decay 0.65 over 24 layers; 8 GPUs x 1 image with
 # accumulative_counts=2 (16 images per optimiser step, as for -B).
-_base_ = ['./upernet_visionllama-base-p16-mae800_8xb2-amp-160k_ade20k-512x512.py']
+_base_ = [
+    './upernet_visionllama-base-p16-mae800_8xb2-amp-160k_ade20k-512x512.py'
+]
 
 checkpoint_file = 'checkpoints/visionllama-large-p16_mae-800e_in1k.pth'
 
@@ -15,7 +17,6 @@ model = dict(
     decode_head=dict(in_channels=[1024, 1024, 1024, 1024], channels=1024),
     auxiliary_head=dict(in_channels=1024))
 
-optim_wrapper = dict(
-    accumulative_counts=2, paramwise_cfg=dict(num_layers=24))
+optim_wrapper = dict(accumulative_counts=2, paramwise_cfg=dict(num_layers=24))
 
 train_dataloader = dict(batch_size=1)

@@ -96,8 +96,8 @@ def test_config_builds_and_forwards(path):
     model = revert_sync_batchnorm(MODELS.build(model_cfg))
     model.train()
     batch = (
-        seg_batch(size, num_classes)
-        if scope == 'mmseg' else det_batch(size, num_classes))
+        seg_batch(size, num_classes) if scope == 'mmseg' else det_batch(
+            size, num_classes))
     data = model.data_preprocessor(batch, training=True)
     losses = model(**data, mode='loss')
     assert losses
@@ -116,7 +116,8 @@ def test_config_builds_and_forwards(path):
         lr = optim_cfg.optimizer.lr
         lr_of = {
             id(p): g['lr']
-            for g in wrapper.optimizer.param_groups for p in g['params']
+            for g in wrapper.optimizer.param_groups
+            for p in g['params']
         }
         for name, param in model.named_parameters():
             depth, num = model.backbone.get_layer_depth(name, 'backbone.')

@@ -16,8 +16,7 @@ from visionllama_mm.backbones import LLaMADET, PyramidVisionLLaMADET
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_backbones'))
 sys.path.insert(0, osp.dirname(__file__))
-from pyramid_reference import (official_arch_state_dict,  # noqa: E402
-                               reference_forward)
+import pyramid_reference  # noqa: E402
 from vitdet_reference import backbone_ref  # noqa: E402
 
 SIZES = [(800, 1216), (1216, 800)]
@@ -30,8 +29,9 @@ def test_pyramid_multiscale_one_run():
         num_heads=[1, 1, 1, 2],
         window_sizes=[7] * 4,
         sr_ratios=[8, 4, 2, 1])
-    sd = official_arch_state_dict(arch['embed_dims'], arch['depths'],
-                                  arch['sr_ratios'])
+    sd = pyramid_reference.official_arch_state_dict(arch['embed_dims'],
+                                                    arch['depths'],
+                                                    arch['sr_ratios'])
     sd = {k: v for k, v in sd.items() if not k.startswith(('norm.', 'head.'))}
     model = PyramidVisionLLaMADET(arch).eval()  # auto_scale=True
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -41,7 +41,7 @@ def test_pyramid_multiscale_one_run():
         img = torch.randn(1, 3, h, w)
         with torch.no_grad():
             got = model(img)
-        want = reference_forward(
+        want = pyramid_reference.reference_forward(
             sd,
             img,
             arch['num_heads'],

@@ -46,15 +46,15 @@ def test_semantic_split(prepared):
         names = sorted(os.listdir(out / 'semantic' / 'img_dir' / split))
         assert len(names) == n
         for name in names:
-            img = np.array(Image.open(out / 'semantic' / 'img_dir' / split /
-                                      name))
-            ann = np.array(Image.open(out / 'semantic' / 'ann_dir' / split /
-                                      name))
+            img = np.array(
+                Image.open(out / 'semantic' / 'img_dir' / split / name))
+            ann = np.array(
+                Image.open(out / 'semantic' / 'ann_dir' / split / name))
             assert img.shape == (128, 128, 3) and ann.shape == (128, 128)
             y, x = (int(t[1:]) for t in name[:-4].split('_')[2:])
             np.testing.assert_array_equal(img, rgb[y:y + 128, x:x + 128])
-            np.testing.assert_array_equal(
-                ann, labels[y:y + 128, x:x + 128] > 0)
+            np.testing.assert_array_equal(ann, labels[y:y + 128, x:x + 128]
+                                          > 0)
             # val tiles are the right 128 columns, train tiles never reach
             assert (x >= 384) == (split == 'val')
             if split == 'train':
@@ -104,13 +104,14 @@ def test_instance_split(prepared):
 
 def test_cli(stardist_wheel, tmp_path):
     out = tmp_path / 'n'
-    res = subprocess.run(
-        [sys.executable, TOOL, '--out',
-         str(out), '--wheel', stardist_wheel, '--tile', '256',
-         '--val-width', '256', '--train-stride', '256'],
-        capture_output=True,
-        text=True,
-        check=True)
+    res = subprocess.run([
+        sys.executable, TOOL, '--out',
+        str(out), '--wheel', stardist_wheel, '--tile', '256', '--val-width',
+        '256', '--train-stride', '256'
+    ],
+                         capture_output=True,
+                         text=True,
+                         check=True)
     summary = json.loads(res.stdout)
     assert summary['num_instances'] == 125
     assert summary['semantic'] == dict(train=2, val=2)

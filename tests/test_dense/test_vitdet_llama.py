@@ -65,8 +65,7 @@ class TestLLaMADET(unittest.TestCase):
                 out = det(img[None])[0][0]
             self.assertEqual(out.shape, (32, h // 16, w // 16))
             ref = backbone_ref(det, img, mask_padding)
-            torch.testing.assert_close(
-                out.double(), ref, atol=2e-4, rtol=2e-4)
+            torch.testing.assert_close(out.double(), ref, atol=2e-4, rtol=2e-4)
 
     def test_window_and_global_blocks_match_reference(self):
         # 6x10 tokens (window 4 pads to 8x12), then the transposed grid

@@ -42,7 +42,8 @@ def block_ref(layer, x, H, W, window, mask_padding):
                        layer.ln1.bias.double(), layer.ln1.eps)
     if window is None:
         n = torch.arange(H * W, dtype=torch.float64)
-        a = attn_ref(layer.attn, ln1, n % W, torch.div(n, W, rounding_mode='floor'))
+        a = attn_ref(layer.attn, ln1, n % W,
+                     torch.div(n, W, rounding_mode='floor'))
     else:
         ws = window
         Hp, Wp = math.ceil(H / ws) * ws, math.ceil(W / ws) * ws
@@ -74,8 +75,11 @@ def block_ref(layer, x, H, W, window, mask_padding):
 def backbone_ref(model, img, mask_padding=False):
     """(C, H/16, W/16) output of the last block for one image."""
     pe = model.patch_embed.projection
-    feat = F.conv2d(img[None].double(), pe.weight.double(), pe.bias.double(),
-                    stride=pe.stride)[0]
+    feat = F.conv2d(
+        img[None].double(),
+        pe.weight.double(),
+        pe.bias.double(),
+        stride=pe.stride)[0]
     C, H, W = feat.shape
     x = feat.flatten(1).t()
     for i, layer in enumerate(model.layers):

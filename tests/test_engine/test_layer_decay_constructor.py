@@ -101,16 +101,16 @@ class TestLayerDecay(unittest.TestCase):
                 layer_decay_rate=0.5,
                 no_decay_rule='mmpretrain',
                 norm_decay_mult=0.,
-                bias_decay_mult=0.5),
-            self.model)
+                bias_decay_mult=0.5), self.model)
         self.assertEqual(got['backbone.layers.0.ln1.weight'][1], 0.)
         self.assertEqual(got['head.1.weight'][1], 0.)  # LayerNorm
         self.assertEqual(got['neck.bias'][1], WD * 0.5)
         self.assertEqual(got['backbone.layers.0.attn.qkv.bias'][1], WD * 0.5)
         self.assertEqual(got['neck.weight'][1], WD)
         got = groups_by_name(
-            build(self.model, layer_decay_rate=0.5,
-                  no_decay_rule='mmpretrain'), self.model)
+            build(
+                self.model, layer_decay_rate=0.5, no_decay_rule='mmpretrain'),
+            self.model)
         # without mults every parameter is decayed (mmpretrain semantics)
         self.assertEqual(got['backbone.layers.0.ln1.weight'][1], WD)
 

@@ -176,8 +176,8 @@ def write_semantic(out: str, rgb: np.ndarray, labels: np.ndarray,
     return counts
 
 
-def instance_annotations(labels: np.ndarray, min_area: int,
-                         start_id: int, image_id: int) -> List[dict]:
+def instance_annotations(labels: np.ndarray, min_area: int, start_id: int,
+                         image_id: int) -> List[dict]:
     """COCO annotations (RLE masks) of the instances of one label tile."""
     from pycocotools import mask as mask_utils
     anns = []
@@ -218,8 +218,8 @@ def write_instance(out: str, rgb: np.ndarray, labels: np.ndarray,
             image_id = len(images) + 1
             name = f'nuclei_{split}_y{y:03d}_x{x:03d}.png'
             _save_png(
-                osp.join(out, 'images', split, name),
-                rgb[y:y + tile, x:x + tile])
+                osp.join(out, 'images', split, name), rgb[y:y + tile,
+                                                          x:x + tile])
             images.append(
                 dict(id=image_id, file_name=name, height=tile, width=tile))
             anns += instance_annotations(labels[y:y + tile, x:x + tile],
@@ -273,8 +273,7 @@ def prepare(out: str = 'data/nuclei',
     image, labels = read_wheel_images(wheel)
     rgb = to_rgb8(image)
     origins = tile_origins(*labels.shape, tile, val_width, train_stride)
-    sem = write_semantic(
-        osp.join(out, 'semantic'), rgb, labels, origins, tile)
+    sem = write_semantic(osp.join(out, 'semantic'), rgb, labels, origins, tile)
     ins = write_instance(
         osp.join(out, 'instance'), rgb, labels, origins, tile, min_area)
     summary = dict(
@@ -283,8 +282,10 @@ def prepare(out: str = 'data/nuclei',
         num_instances=int(len(np.unique(labels)) - 1),
         tile=tile,
         semantic=sem,
-        instance={k: dict(images=v[0], instances=v[1])
-                  for k, v in ins.items()})
+        instance={
+            k: dict(images=v[0], instances=v[1])
+            for k, v in ins.items()
+        })
     with open(osp.join(out, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary

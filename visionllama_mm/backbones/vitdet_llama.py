@@ -32,8 +32,9 @@ from visionllama_mm.layers import RoPEAttention, VisionLLaMABlock
 from visionllama_mm.registry import MODELS
 from .vision_llama import VisionLLaMA
 
-__all__ = ['WindowRoPEAttention', 'LLaMADET', 'window_partition',
-           'window_unpartition']
+__all__ = [
+    'WindowRoPEAttention', 'LLaMADET', 'window_partition', 'window_unpartition'
+]
 
 
 def window_partition(x: Tensor, window_size: int) -> Tuple[Tensor, tuple]:
@@ -61,8 +62,8 @@ def window_partition(x: Tensor, window_size: int) -> Tuple[Tensor, tuple]:
 
 
 def window_unpartition(windows: Tensor, window_size: int,
-                       padded_hw: Tuple[int, int],
-                       hw: Tuple[int, int]) -> Tensor:
+                       padded_hw: Tuple[int, int], hw: Tuple[int,
+                                                             int]) -> Tensor:
     """Inverse of :func:`window_partition`, cropped to (B, H, W, C)."""
     Hp, Wp = padded_hw
     H, W = hw

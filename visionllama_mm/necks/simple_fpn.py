@@ -102,11 +102,12 @@ class SimpleFPN(BaseModule):
             ConvModule(ch, out_channels, 1, **conv_kwargs)
             for ch in in_channels)
         self.fpn_convs = nn.ModuleList(
-            ConvModule(out_channels, out_channels, 3, padding=1, **conv_kwargs)
+            ConvModule(
+                out_channels, out_channels, 3, padding=1, **conv_kwargs)
             for _ in in_channels)
 
-    def forward(self, inputs: Union[Tensor, Sequence[Tensor]]
-                ) -> Tuple[Tensor, ...]:
+    def forward(self, inputs: Union[Tensor,
+                                    Sequence[Tensor]]) -> Tuple[Tensor, ...]:
         """Build the pyramid.
 
         Args:

@@ -99,8 +99,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError('paramwise_cfg sets layer_decay_rate='
                              f'{rate} and its alias decay_rate={alias}; '
                              'give one of them')
-        rate = float(rate if rate is not None else
-                     (alias if alias is not None else 1.))
+        rate = float(
+            rate if rate is not None else (alias if alias is not None else 1.))
         if not rate > 0:
             raise ValueError(f'layer_decay_rate must be > 0, got {rate}')
         decay_type = cfg.pop('decay_type', 'layer_wise')
@@ -147,8 +147,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             return self.base_wd
         cfg = self.paramwise_cfg
         leaf = name.rsplit('.', 1)[-1]
-        if isinstance(module, _NORM_TYPES) and cfg.get(
-                'norm_decay_mult') is not None:
+        if isinstance(module,
+                      _NORM_TYPES) and cfg.get('norm_decay_mult') is not None:
             return self.base_wd * cfg['norm_decay_mult']
         if leaf == 'bias' and cfg.get('bias_decay_mult') is not None:
             return self.base_wd * cfg['bias_decay_mult']
@@ -172,8 +172,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if is_model_wrapper(module):
             module = module.module
         depth_of = layer_depth_fn(module)
-        custom_keys: Dict[str, dict] = self.paramwise_cfg.get(
-            'custom_keys', {})
+        custom_keys: Dict[str,
+                          dict] = self.paramwise_cfg.get('custom_keys', {})
         sorted_keys = sorted(sorted(custom_keys), key=len, reverse=True)
 
         groups: 'OrderedDict[tuple, dict]' = OrderedDict()
