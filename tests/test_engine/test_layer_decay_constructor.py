@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from mmengine.optim import build_optim_wrapper
 
-from visionllama_mm.backbones import VisionLLaMA
+from visionllama_mm.backbones import PyramidVisionLLaMADET, VisionLLaMA
 from visionllama_mm.engine import LayerDecayOptimWrapperConstructor
 from visionllama_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -80,6 +80,39 @@ class TestLayerDecay(unittest.TestCase):
             depth, max_id = self.model.backbone.get_layer_depth(name)
             self.assertEqual(max_id, 14)
             self.assertAlmostEqual(got[name][0], LR * rate**(13 - depth))
+
+    def test_pyramid_lr(self):
+        """Blocks in global order; stage-k patch embed at its first block."""
+        arch = dict(
+            embed_dims=[8, 16, 24, 32],
+            depths=[2, 2, 3, 1],
+            num_heads=[1, 1, 1, 1],
+            window_sizes=[7] * 4,
+            sr_ratios=[8, 4, 2, 1])
+        model = Detector(PyramidVisionLLaMADET(arch))
+        rate = 0.8
+        got = groups_by_name(
+            build(model, layer_decay_rate=rate, num_layers=8), model)
+        # 8 blocks -> depths 0 .. 9, lr scale rate ** (9 - depth)
+        expect_depth = {
+            'backbone.patch_embeds.0.proj.weight': 0,
+            'backbone.blocks.0.0.attn.qkv.weight': 1,
+            'backbone.blocks.0.1.attn.kv.weight': 2,
+            'backbone.patch_embeds.1.proj.weight': 3,
+            'backbone.blocks.1.0.mlp.c_fc1.weight': 3,
+            'backbone.blocks.2.2.attn.qkv.weight': 7,
+            'backbone.patch_embeds.3.norm.weight': 8,
+            'backbone.blocks.3.0.gamma_1': 8,
+            'backbone.norm_list.0.weight': 9,
+            'head.0.weight': 9,
+        }
+        for name, depth in expect_depth.items():
+            self.assertAlmostEqual(got[name][0], LR * rate**(9 - depth),
+                                   msg=name)
+        self.assertEqual(got['backbone.blocks.3.0.gamma_1'][1], 0.)
+        self.assertEqual(got['backbone.blocks.2.1.attn.sr.weight'][1], WD)
+        with self.assertRaisesRegex(ValueError, 'reports 8 layers'):
+            build(model, layer_decay_rate=rate, num_layers=12)
 
     def test_decay_rate_alias_and_custom_keys(self):
         got = groups_by_name(
