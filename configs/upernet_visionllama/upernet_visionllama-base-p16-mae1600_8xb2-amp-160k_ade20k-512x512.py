@@ -10,10 +10,12 @@ _base_ = [
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
-# MAE-pretrained VisionLLaMA-B: the mmengine checkpoint of the MAE recipe
-# (e.g. the released HF mtgv/VisionLLaMA-Base-MAE epoch_1600.pth) or its
-# tensors-only conversion (tools/model_converters). Loaded with the
-# 'backbone.' prefix; the unused pos_embed / cls_token / ln1 are dropped.
+# MAE-pretrained VisionLLaMA-B: the last checkpoint of
+# configs/mae_visionllama/mae_visionllama-base-p16_8xb512-amp-coslr-1600e_in1k.py, or the released
+# HF mtgv/VisionLLaMA-Base-MAE epoch_1600.pth converted to a tensors-only file:
+#   python tools/model_converters/visionllama_to_mmpretrain.py \
+#       epoch_1600.pth checkpoints/visionllama-base-p16_mae-1600e_in1k.pth
+# Loaded with the 'backbone.' prefix (pos_embed / cls_token / ln1 unused).
 checkpoint_file = 'checkpoints/visionllama-base-p16_mae-1600e_in1k.pth'
 
 crop_size = (512, 512)

@@ -6,6 +6,10 @@ _base_ = [
     './upernet_visionllama-base-p16-mae800_8xb2-amp-160k_ade20k-512x512.py'
 ]
 
+# MAE-pretrained VisionLLaMA-L: the last checkpoint of
+# configs/mae_visionllama/mae_visionllama-large-p16_8xb256-amp-coslr-800e_in1k.py,
+# or HF mtgv/VisionLLaMA-Large-MAE epoch_800.pth converted with
+# tools/model_converters/visionllama_to_mmpretrain.py.
 checkpoint_file = 'checkpoints/visionllama-large-p16_mae-800e_in1k.pth'
 
 model = dict(
