@@ -61,12 +61,13 @@ def run_tool(tool, args, cwd):
     return res
 
 
-def common_options(iters, val_interval=None, workers=0):
-    val_interval = val_interval or iters
+def common_options(iters, workers=0):
+    """Train ``iters`` iterations, checkpoint at the end, no validation
+    (tools/test.py evaluates the checkpoint)."""
     opts = [
         f'train_cfg.max_iters={iters}',
-        f'train_cfg.val_interval={val_interval}',
-        f'default_hooks.checkpoint.interval={val_interval}',
+        f'train_cfg.val_interval={10 * iters}',
+        f'default_hooks.checkpoint.interval={iters}',
         f'default_hooks.logger.interval={max(1, min(10, iters // 10))}',
     ]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -27,6 +27,11 @@ class LN2d(nn.LayerNorm):
 
     Mean and biased variance are taken over the channels of each pixel,
     then a per-channel affine transform (``weight``, ``bias``) is applied.
+    A subclass of ``nn.LayerNorm``, so norm-aware code (weight-decay rules)
+    recognises it. ``_abbr_`` keeps the attribute name that mmcv's
+    ``ConvModule`` gives mmdet's ViTDet ``LN2d`` (``norm_layer``), so the
+    neck / head keys of mmdet ViTDet checkpoints match. Note that mmcv's
+    ``build_norm_layer`` sets eps to 1e-5 unless the config gives one.
 
     Args:
         num_channels (int): Number of channels C.
@@ -34,6 +39,8 @@ class LN2d(nn.LayerNorm):
         elementwise_affine (bool): Learn ``weight`` and ``bias``. Defaults
             to True.
     """
+
+    _abbr_ = 'norm_layer'
 
     def __init__(self,
                  num_channels: int,
