@@ -2,8 +2,9 @@
 from .pyramid_vision_llama import PyramidVisionLLaMA, PyramidVisionLLaMADET
 from .vision_llama import PatchEmbed, VisionLLaMA
 from .vision_llama_deit import DeiTPatchEmbed, VisionLLaMADeiT
+from .vitdet_llama import LLaMADET
 
 __all__ = [
     'PatchEmbed', 'VisionLLaMA', 'DeiTPatchEmbed', 'VisionLLaMADeiT',
-    'PyramidVisionLLaMA', 'PyramidVisionLLaMADET'
+    'LLaMADET', 'PyramidVisionLLaMA', 'PyramidVisionLLaMADET'
 ]
