@@ -8,6 +8,10 @@ named ``visionllama_mm`` under the root and imports its ``locations``.
 
 Importing this module imports mmengine only (never mmdet, mmseg or mmagic).
 """
+import logging
+from importlib import import_module
+
+from mmengine.logging import print_log
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
@@ -19,7 +23,37 @@ from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
-from mmengine.registry import Registry
+from mmengine.registry import Registry as _MMEngineRegistry
+
+
+class Registry(_MMEngineRegistry):
+    """mmengine ``Registry`` whose locations may be absent or optional.
+
+    mmengine imports every location and raises on the first failure. Here a
+    location package that does not exist (yet) is skipped, and one that
+    fails to import (e.g. an optional dependency is missing) is logged as a
+    warning naming the error, so the other locations still register.
+    """
+
+    def import_from_location(self) -> None:
+        if self._imported:
+            return
+        for loc in self._locations:
+            try:
+                import_module(loc)
+            except ModuleNotFoundError as err:
+                level = logging.DEBUG if err.name == loc else logging.WARNING
+                print_log(
+                    f'visionllama_mm: could not import {loc} ({err})',
+                    logger='current',
+                    level=level)
+            except ImportError as err:
+                print_log(
+                    f'visionllama_mm: could not import {loc} ({err})',
+                    logger='current',
+                    level=logging.WARNING)
+        self._imported = True
+
 
 # Sub-packages that register models. A location that cannot be imported
 # (e.g. an optional dependency is missing) is only logged by mmengine.
@@ -32,8 +66,7 @@ MODEL_LOCATIONS = [
     'visionllama_mm.multimodal',
 ]
 
-MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
+MODELS = Registry('model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, locations=['visionllama_mm.datasets'])
 TRANSFORMS = Registry(
@@ -45,7 +78,8 @@ METRICS = Registry(
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['visionllama_mm.engine'])
 OPTIMIZERS = Registry(
-    'optimizer', parent=MMENGINE_OPTIMIZERS,
+    'optimizer',
+    parent=MMENGINE_OPTIMIZERS,
     locations=['visionllama_mm.engine'])
 OPTIM_WRAPPERS = Registry(
     'optim_wrapper',
