@@ -6,11 +6,13 @@ Writes a sample grid (PNG) and, for FID, an ``.npz`` holding ``arr_0``
 Examples::
 
     # official FID setting of DiT-LLaMA (250 DDPM steps, 50k samples)
-    python tools/sample.py configs/dit_llama/dit-llama-xl-2_8xb32-2400k_in1k-256.py \
+    python tools/sample.py \
+        configs/dit_llama/dit-llama-xl-2_8xb32-2400k_in1k-256.py \
         dit_llama_xl2_ema.pth --num-samples 50000 --cfg-scale 1.5
 
     # SiT-LLaMA, SDE (default) or ODE sampler, 16 images of digits 0..7
-    python tools/sample.py configs/sit_llama/sit-llama-tiny_1xb32-3k_mnist5k-28.py \
+    python tools/sample.py \
+        configs/sit_llama/sit-llama-tiny_1xb32-3k_mnist5k-28.py \
         work_dirs/.../iter_3000.pth --labels 0 1 2 3 4 5 6 7 --repeat 2 \
         --mode ode
 
@@ -36,31 +38,40 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', default=None, help='output folder')
     parser.add_argument('--num-samples', type=int, default=None)
     parser.add_argument(
-        '--labels', type=int, nargs='+', default=None,
+        '--labels',
+        type=int,
+        nargs='+',
+        default=None,
         help='classes to sample (cycled); default: random classes')
     parser.add_argument(
-        '--repeat', type=int, default=1,
-        help='samples per entry of --labels')
+        '--repeat', type=int, default=1, help='samples per entry of --labels')
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-scale', type=float, default=None)
     parser.add_argument(
-        '--num-steps', type=int, default=None,
+        '--num-steps',
+        type=int,
+        default=None,
         help='DDPM respacing / SDE steps (official 250)')
     parser.add_argument(
-        '--mode', choices=['sde', 'ode'], default=None,
+        '--mode',
+        choices=['sde', 'ode'],
+        default=None,
         help='SiT sampler (default sde)')
-    parser.add_argument('--device', default='cuda'
-                        if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument(
         '--nrow', type=int, default=None, help='images per grid row')
     parser.add_argument(
         '--grid-max', type=int, default=64, help='images in the grid')
     parser.add_argument(
-        '--trusted', action='store_true',
+        '--trusted',
+        action='store_true',
         help='allow full unpickling of a trusted runner checkpoint')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings')
     return parser.parse_args(argv)
 
@@ -146,8 +157,8 @@ def main(argv=None):
         images = images.expand(-1, 3, -1, -1)
 
     grid = images[:args.grid_max].float() / 255.
-    nrow = args.nrow or (args.repeat if args.labels and args.repeat > 1
-                         else int(math.ceil(math.sqrt(len(grid)))))
+    nrow = args.nrow or (args.repeat if args.labels and args.repeat > 1 else
+                         int(math.ceil(math.sqrt(len(grid)))))
     grid_path = osp.join(out_dir, 'samples.png')
     save_image(grid, grid_path, nrow=nrow, padding=2, pad_value=1.)
     npz_path = osp.join(out_dir, f'samples_{n}.npz')

@@ -45,8 +45,7 @@ test_cfg = None
 # (dtype='bfloat16') avoids the fp16 NaNs reported for DiT/SiT training.
 optim_wrapper = dict(
     type='AmpOptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=1e-4, weight_decay=0., betas=(0.9, 0.999)))
+    optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0., betas=(0.9, 0.999)))
 
 custom_hooks = [
     dict(
@@ -60,7 +59,9 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
-        type='CheckpointHook', interval=50000, by_epoch=False,
+        type='CheckpointHook',
+        interval=50000,
+        by_epoch=False,
         max_keep_ckpts=-1),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 env_cfg = dict(

@@ -23,8 +23,7 @@ test_cfg = None
 
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=1e-3, weight_decay=0., betas=(0.9, 0.999)))
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0., betas=(0.9, 0.999)))
 
 # EMA as the official recipe, with a decay suited to a short run
 custom_hooks = [

@@ -90,18 +90,12 @@ def rope_complex(q, height, width, base=10000.):
     return torch.view_as_real(z).flatten(-2)
 
 
-def reference_forward(sd,
-                      x,
-                      t,
-                      y,
-                      num_heads,
-                      learn_sigma=True,
-                      sit=False):
+def reference_forward(sd, x, t, y, num_heads, learn_sigma=True, sit=False):
     """Spec §6.1 forward in float64. ``pos_embed`` is present but unused."""
     sd = {k: v.double() for k, v in sd.items()}
     x, t = x.double(), t.double()
     w = sd['x_embedder.proj.weight']
-    D, in_ch, p = w.shape[0], w.shape[1], w.shape[2]
+    D, p = w.shape[0], w.shape[2]
     N, _, H, W = x.shape
     h, wd = H // p, W // p
     tok = F.conv2d(x, w, sd['x_embedder.proj.bias'], stride=p)
@@ -131,7 +125,8 @@ def reference_forward(sd,
         b = f'blocks.{i}.'
         m = F.linear(
             F.silu(c), sd[b + 'adaLN_modulation.1.weight'],
-            sd[b + 'adaLN_modulation.1.bias']).chunk(6, dim=1)
+            sd[b + 'adaLN_modulation.1.bias']).chunk(
+                6, dim=1)
         a = mod(ln(tok), m[0], m[1])
         qkv = F.linear(a, sd[b + 'attn.qkv.weight'], sd[b + 'attn.qkv.bias'])
         qkv = qkv.reshape(N, h * wd, 3, num_heads, hd).permute(2, 0, 3, 1, 4)
@@ -144,11 +139,13 @@ def reference_forward(sd,
         f = mod(ln(tok), m[3], m[4])
         f = F.linear(
             F.silu(F.linear(f, sd[b + 'mlp.c_fc1.weight'])) *
-            F.linear(f, sd[b + 'mlp.c_fc2.weight']), sd[b + 'mlp.c_proj.weight'])
+            F.linear(f, sd[b + 'mlp.c_fc2.weight']),
+            sd[b + 'mlp.c_proj.weight'])
         tok = tok + m[5][:, None] * f
     shift, scale = F.linear(
         F.silu(c), sd['final_layer.adaLN_modulation.1.weight'],
-        sd['final_layer.adaLN_modulation.1.bias']).chunk(2, dim=1)
+        sd['final_layer.adaLN_modulation.1.bias']).chunk(
+            2, dim=1)
     out = F.linear(
         mod(ln(tok), shift, scale), sd['final_layer.linear.weight'],
         sd['final_layer.linear.bias'])

@@ -43,14 +43,14 @@ def run_script(name, argv):
 ])
 def test_converter_parity_on_official_shaped_weights(tmp_path, script, cls,
                                                      sit):
-    ckpt = official_checkpoint(
-        'SiTLLaMA_S_2' if sit else 'DiTLLaMA_B_4', **TINY)
+    ckpt = official_checkpoint('SiTLLaMA_S_2' if sit else 'DiTLLaMA_B_4',
+                               **TINY)
     src, dst = tmp_path / 'official.pt', tmp_path / 'converted.pth'
     torch.save(ckpt, src)  # pickles an argparse.Namespace like upstream
     with pytest.raises(Exception):
         torch.load(src, weights_only=True)  # the default loader refuses
-    assert load_official_checkpoint(str(src))['args'].model == ckpt[
-        'args'].model
+    assert load_official_checkpoint(
+        str(src))['args'].model == ckpt['args'].model
     run_script(script, [str(src), str(dst), '--no-verify'])
 
     out = torch.load(dst, weights_only=True)  # tensors + plain meta only
@@ -110,8 +110,10 @@ def test_script_verifies_against_named_model(tmp_path):
     ],
                           capture_output=True,
                           text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep +
-                                   os.environ.get('PYTHONPATH', '')))
+                          env=dict(
+                              os.environ,
+                              PYTHONPATH=ROOT + os.pathsep +
+                              os.environ.get('PYTHONPATH', '')))
     assert proc.returncode != 0
     assert 'does not fit the model' in proc.stderr
     with pytest.raises(ValueError, match='not a SiTLLaMA model'):

@@ -78,8 +78,8 @@ class Spy:
 
 def test_network_sees_original_timesteps():
     d = create_diffusion('10')
-    spy = Spy(lambda x, t: torch.zeros(x.shape[0], 2 * x.shape[1],
-                                       *x.shape[2:]))
+    spy = Spy(
+        lambda x, t: torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:]))
     d.p_sample_loop(spy, (2, 1, 2, 2), generator=torch.Generator())
     seen = [int(t[0]) for t in spy.ts]
     assert seen == space_timesteps(1000, 10)[::-1]
@@ -167,12 +167,12 @@ def test_sampler_is_deterministic_given_seed():
     def model(x, t):
         return torch.cat([0.1 * x, torch.zeros_like(x)], dim=1)
 
-    a = d.p_sample_loop(model, (2, 3, 4, 4),
-                        generator=torch.Generator().manual_seed(7))
-    b = d.p_sample_loop(model, (2, 3, 4, 4),
-                        generator=torch.Generator().manual_seed(7))
-    c = d.p_sample_loop(model, (2, 3, 4, 4),
-                        generator=torch.Generator().manual_seed(8))
+    a = d.p_sample_loop(
+        model, (2, 3, 4, 4), generator=torch.Generator().manual_seed(7))
+    b = d.p_sample_loop(
+        model, (2, 3, 4, 4), generator=torch.Generator().manual_seed(7))
+    c = d.p_sample_loop(
+        model, (2, 3, 4, 4), generator=torch.Generator().manual_seed(8))
     assert a.shape == (2, 3, 4, 4)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert not torch.allclose(a, c)

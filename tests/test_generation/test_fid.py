@@ -24,8 +24,8 @@ def test_frechet_distance_closed_form():
     expected = ((mu1 - mu2)**2).sum() + ((np.sqrt(a) - np.sqrt(b))**2).sum()
     got = frechet_distance(mu1, np.diag(a), mu2, np.diag(b))
     assert got == pytest.approx(expected, rel=1e-6)
-    assert frechet_distance(mu2, np.diag(b), mu1,
-                            np.diag(a)) == pytest.approx(got, rel=1e-6)
+    assert frechet_distance(mu2, np.diag(b), mu1, np.diag(a)) == pytest.approx(
+        got, rel=1e-6)
     feats = rng.normal(size=(200, 5))
     mu, sigma = feature_statistics(feats)
     assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-6)

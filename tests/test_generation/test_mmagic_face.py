@@ -21,8 +21,7 @@ NET = dict(
 def build(kind, **kw):
     net = dict(NET, learn_sigma=(kind == 'DiTLLaMA'))
     net.update(kw.pop('net', {}))
-    return MODELS.build(
-        dict(type=f'visionllama_mm.{kind}', arch=net, **kw))
+    return MODELS.build(dict(type=f'visionllama_mm.{kind}', arch=net, **kw))
 
 
 def samples(n=4):

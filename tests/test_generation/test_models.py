@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-from gen_reference import (llama_hidden, official_state_dict,
-                           reference_forward)
+from gen_reference import llama_hidden, official_state_dict, reference_forward
 
 from visionllama_mm.generation.models import (DiTLLaMA, DiTLLaMA_models,
                                               SiTLLaMA, SiTLLaMA_models,
@@ -25,7 +24,12 @@ ZOO = {
 }
 
 
-def official_param_count(depth, D, patch, hidden, in_ch=4, classes=1000,
+def official_param_count(depth,
+                         D,
+                         patch,
+                         hidden,
+                         in_ch=4,
+                         classes=1000,
                          input_size=32):
     """Count of the official module, from the §6.1 definition."""
     out = 2 * in_ch
@@ -126,8 +130,9 @@ def test_init_is_official():
     assert model.blocks[0].norm1.weight is None
     assert model.blocks[0].norm1.eps == 1e-6
     # initial prediction is exactly zero
-    out = model(torch.randn(2, 4, 8, 8), torch.tensor([1., 500.]),
-                torch.tensor([0, 3]))
+    out = model(
+        torch.randn(2, 4, 8, 8), torch.tensor([1., 500.]), torch.tensor([0,
+                                                                         3]))
     assert out.shape == (2, 8, 8, 8) and out.abs().max() == 0
 
 
@@ -216,11 +221,10 @@ def test_pos_embed_export_and_reload():
                 torch.sin(y * omega),
                 torch.cos(y * omega)
             ]))
-    torch.testing.assert_close(state['pos_embed'][0].double(),
-                               torch.stack(ref), atol=1e-6, rtol=0)
     torch.testing.assert_close(
-        get_2d_sincos_pos_embed(D, G), torch.stack(ref), atol=1e-12,
-        rtol=0)
+        state['pos_embed'][0].double(), torch.stack(ref), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        get_2d_sincos_pos_embed(D, G), torch.stack(ref), atol=1e-12, rtol=0)
     other = tiny()
     other.load_state_dict(state)  # pos_embed dropped on load
     for k, v in model.state_dict().items():
@@ -230,8 +234,8 @@ def test_pos_embed_export_and_reload():
 def test_grad_checkpointing_and_backward():
     model = randomize(tiny(cls=DiTLLaMA)).train()
     model.y_embedder.dropout_prob = 0.
-    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3., 7.]), torch.tensor(
-        [1, 2])
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3.,
+                                                     7.]), torch.tensor([1, 2])
     out = model(x, t, y)
     out.square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -117,8 +117,7 @@ def test_ode_dopri5_transports_noise_to_data():
     assert (out - (M + S * x0)).abs().max() < 0.05
     tight = tr.sample_ode(gaussian_velocity, x0, atol=1e-8, rtol=1e-6)
     torch.testing.assert_close(tight, M + S * x0, atol=1e-4, rtol=0)
-    euler = tr.sample_ode(gaussian_velocity, x0, num_steps=50,
-                          method='euler')
+    euler = tr.sample_ode(gaussian_velocity, x0, num_steps=50, method='euler')
     assert (euler - (M + S * x0)).abs().max() < 0.1
 
 
@@ -129,11 +128,11 @@ def test_sde_determinism():
         return -x
 
     x = torch.randn(2, 3, 4, 4)
-    a = tr.sample_sde(model, x, num_steps=20,
-                      generator=torch.Generator().manual_seed(1))
-    b = tr.sample_sde(model, x, num_steps=20,
-                      generator=torch.Generator().manual_seed(1))
-    c = tr.sample_sde(model, x, num_steps=20,
-                      generator=torch.Generator().manual_seed(2))
+    a = tr.sample_sde(
+        model, x, num_steps=20, generator=torch.Generator().manual_seed(1))
+    b = tr.sample_sde(
+        model, x, num_steps=20, generator=torch.Generator().manual_seed(1))
+    c = tr.sample_sde(
+        model, x, num_steps=20, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert not torch.allclose(a, c)

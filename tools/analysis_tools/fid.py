@@ -28,9 +28,8 @@ def load_images(path):
     if os.path.isdir(path):
         from PIL import Image
         files = sorted(
-            f for ext in ('png', 'jpg', 'jpeg')
-            for f in glob.glob(os.path.join(path, '**', f'*.{ext}'),
-                               recursive=True))
+            f for ext in ('png', 'jpg', 'jpeg') for f in glob.glob(
+                os.path.join(path, '**', f'*.{ext}'), recursive=True))
         return np.stack(
             [np.asarray(Image.open(f).convert('RGB')) for f in files])
     data = np.load(path)
@@ -53,8 +52,7 @@ def main(argv=None):
         '--save-ref-stats', help='write the reference mu/sigma to this .npz')
     args = parser.parse_args(argv)
 
-    extractor = TorchScriptFeatureExtractor(
-        args.extractor, device=args.device)
+    extractor = TorchScriptFeatureExtractor(args.extractor, device=args.device)
     samples = load_images(args.samples)
     reference = load_images(args.reference)
     if args.save_ref_stats and not isinstance(reference, tuple):

@@ -41,8 +41,7 @@ def load_mnist5k(path: Optional[str] = None):
     if path not in _CACHE:
         with gzip.open(path, 'rt') as f:
             data = np.loadtxt(f, delimiter=',', dtype=np.float32)
-        images = data[:, :-1].reshape(-1, 28, 28).clip(0, 255).astype(
-            np.uint8)
+        images = data[:, :-1].reshape(-1, 28, 28).clip(0, 255).astype(np.uint8)
         _CACHE[path] = (images, data[:, -1].astype(np.int64))
     return _CACHE[path]
 

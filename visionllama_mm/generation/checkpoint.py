@@ -91,7 +91,8 @@ def convert_official_state_dict(ckpt: dict,
     return out
 
 
-def verify_state_dict(state: Dict[str, Tensor], model: nn.Module,
+def verify_state_dict(state: Dict[str, Tensor],
+                      model: nn.Module,
                       prefix: str = '') -> Tuple[list, list, list]:
     """Compare keys and shapes with a (possibly meta-device) network.
 

@@ -48,8 +48,8 @@ def linear_beta_schedule(num_steps: int = 1000) -> Tensor:
 
 
 def space_timesteps(num_timesteps: int,
-                    section_counts: Union[str, int, Sequence[int]]
-                    ) -> List[int]:
+                    section_counts: Union[str, int,
+                                          Sequence[int]]) -> List[int]:
     """Timesteps kept when respacing a diffusion process (ADM ``respace``).
 
     The process is split into ``len(section_counts)`` equal sections and the
@@ -161,8 +161,8 @@ class GaussianDiffusion:
         self.betas = betas
         self.num_timesteps = len(betas)
         self.timestep_map = torch.as_tensor(
-            list(range(self.num_timesteps))
-            if timestep_map is None else list(timestep_map))
+            list(range(self.num_timesteps)) if timestep_map is
+            None else list(timestep_map))
 
         alphas = 1. - betas
         self.alphas_cumprod = torch.cumprod(alphas, dim=0)
@@ -254,8 +254,8 @@ class GaussianDiffusion:
             if self.var_type == 'fixed_large':
                 # beta_t, with the posterior variance at the first step for a
                 # better decoder likelihood (ADM)
-                table = torch.cat([self.posterior_variance[1:2],
-                                   self.betas[1:]]).log()
+                table = torch.cat(
+                    [self.posterior_variance[1:2], self.betas[1:]]).log()
             else:
                 table = self.posterior_log_variance_clipped
             log_var = self._extract(table, t, x)
@@ -264,10 +264,7 @@ class GaussianDiffusion:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
         return dict(
-            mean=mean,
-            log_variance=log_var,
-            pred_xstart=pred_xstart,
-            eps=eps)
+            mean=mean, log_variance=log_var, pred_xstart=pred_xstart, eps=eps)
 
     def p_mean_variance(self,
                         model: ModelFn,
@@ -339,8 +336,8 @@ class GaussianDiffusion:
         return x
 
     # ----------------------------------------------------------- training
-    def vb_terms_bpd(self, model_output: Tensor, x_start: Tensor,
-                     x_t: Tensor, t: Tensor) -> Tensor:
+    def vb_terms_bpd(self, model_output: Tensor, x_start: Tensor, x_t: Tensor,
+                     t: Tensor) -> Tensor:
         """Per-sample variational bound term in bits per dimension.
 
         KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0 and the
@@ -352,8 +349,8 @@ class GaussianDiffusion:
         kl = normal_kl(true_mean, true_log_var, out['mean'],
                        out['log_variance'])
         kl = mean_flat(kl) / math.log(2.)
-        nll = -discretized_gaussian_log_likelihood(
-            x_start, out['mean'], 0.5 * out['log_variance'])
+        nll = -discretized_gaussian_log_likelihood(x_start, out['mean'],
+                                                   0.5 * out['log_variance'])
         nll = mean_flat(nll) / math.log(2.)
         return torch.where(t == 0, nll, kl)
 
@@ -379,7 +376,8 @@ class GaussianDiffusion:
         """
         if t is None:
             t = torch.randint(
-                0, self.num_timesteps, (x_start.shape[0], ),
+                0,
+                self.num_timesteps, (x_start.shape[0], ),
                 device=x_start.device)
         if noise is None:
             noise = torch.randn_like(x_start)

@@ -123,8 +123,8 @@ class TorchScriptFeatureExtractor:
     @torch.no_grad()
     def __call__(self, images: Union[np.ndarray, Tensor]) -> np.ndarray:
         """uint8 images (N, H, W, 3) or (N, 3, H, W) in [0, 255] -> (N, D)."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(
-            images, Tensor) else images)
+        x = torch.as_tensor(
+            np.asarray(images) if not isinstance(images, Tensor) else images)
         if x.dim() != 4:
             raise ValueError(f'images must be 4-D, got {tuple(x.shape)}')
         if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):

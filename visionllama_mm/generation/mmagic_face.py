@@ -158,8 +158,8 @@ class _GenerativeModel(BaseModel):
         raise ValueError(f"mode must be one of ['loss', 'predict', "
                          f"'tensor'], got {mode!r}")
 
-    def loss(self, inputs: Tensor, data_samples: Sequence) -> Dict[str,
-                                                                    Tensor]:
+    def loss(self, inputs: Tensor,
+             data_samples: Sequence) -> Dict[str, Tensor]:
         raise NotImplementedError
 
     def sample(self,
@@ -247,11 +247,12 @@ class DiTLLaMAModel(_GenerativeModel):
                          init_cfg)
         self.diffusion_steps = diffusion_steps
         self.diffusion = create_diffusion(
-            '', learn_sigma=self.net.learn_sigma,
+            '',
+            learn_sigma=self.net.learn_sigma,
             diffusion_steps=diffusion_steps)
 
-    def loss(self, inputs: Tensor, data_samples: Sequence) -> Dict[str,
-                                                                    Tensor]:
+    def loss(self, inputs: Tensor,
+             data_samples: Sequence) -> Dict[str, Tensor]:
         """Hybrid DiT loss; ``mse`` and ``vb`` are logged separately."""
         labels = self.labels_from(data_samples, inputs.device)
         x = self.encode(inputs)
@@ -296,7 +297,8 @@ class DiTLLaMAModel(_GenerativeModel):
         if k == 2:
             noise = torch.cat([noise, noise])
         diffusion = create_diffusion(
-            str(num_steps), learn_sigma=self.net.learn_sigma,
+            str(num_steps),
+            learn_sigma=self.net.learn_sigma,
             diffusion_steps=self.diffusion_steps)
         was_training = self.net.training
         self.net.eval()
@@ -347,8 +349,8 @@ class SiTLLaMAModel(_GenerativeModel):
                          init_cfg)
         self.transport = Transport(**(transport or {}))
 
-    def loss(self, inputs: Tensor, data_samples: Sequence) -> Dict[str,
-                                                                    Tensor]:
+    def loss(self, inputs: Tensor,
+             data_samples: Sequence) -> Dict[str, Tensor]:
         """Velocity-matching loss of the linear interpolant."""
         labels = self.labels_from(data_samples, inputs.device)
         x1 = self.encode(inputs)
@@ -403,8 +405,12 @@ class SiTLLaMAModel(_GenerativeModel):
         try:
             if mode == 'sde':
                 z = self.transport.sample_sde(
-                    fn, noise, num_steps=num_steps, generator=g,
-                    progress=progress, **solver_kwargs)
+                    fn,
+                    noise,
+                    num_steps=num_steps,
+                    generator=g,
+                    progress=progress,
+                    **solver_kwargs)
             else:
                 z = self.transport.sample_ode(
                     fn, noise, num_steps=num_steps, **solver_kwargs)

@@ -34,9 +34,9 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
-#################################################################################
-#               Embedding Layers for Timesteps and Class Labels                 #
-#################################################################################
+###############################################################################
+# Embedding Layers for Timesteps and Class Labels                             #
+###############################################################################
 
 
 class PatchEmbed(nn.Module):
@@ -81,8 +81,9 @@ class TimestepEmbedder(nn.Module):
         ``dim`` gets one zero column.
         """
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(
-            half, dtype=torch.float32, device=t.device) / half)
+        freqs = torch.exp(
+            -math.log(max_period) *
+            torch.arange(half, dtype=torch.float32, device=t.device) / half)
         args = t[:, None].float() * freqs[None]  # (N, half)
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if dim % 2:
@@ -115,8 +116,7 @@ class LabelEmbedder(nn.Module):
                 labels.shape[0], device=labels.device) < self.dropout_prob
         else:
             drop_ids = force_drop_ids == 1
-        return torch.where(drop_ids, torch.full_like(labels,
-                                                     self.num_classes),
+        return torch.where(drop_ids, torch.full_like(labels, self.num_classes),
                            labels)
 
     def forward(self,
@@ -128,9 +128,9 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)  # (N, D)
 
 
-#################################################################################
-#                                 Core Model                                    #
-#################################################################################
+###############################################################################
+# Core Model                                                                  #
+###############################################################################
 
 
 class LLaMABlock(nn.Module):
@@ -155,7 +155,8 @@ class LLaMABlock(nn.Module):
     def forward(self, x: Tensor, c: Tensor, cos: Tensor,
                 sin: Tensor) -> Tensor:
         (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
-         gate_mlp) = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 x (N, D)
+         gate_mlp) = self.adaLN_modulation(c).chunk(
+             6, dim=1)  # 6 x (N, D)
         h = modulate(self.norm1(x), shift_msa, scale_msa)
         x = x + gate_msa.unsqueeze(1) * self.attn(h, rope=(cos, sin))
         h = modulate(self.norm2(x), shift_mlp, scale_mlp)
@@ -282,8 +283,9 @@ class DiTLLaMA(nn.Module):
         # patch embedding initialised like nn.Linear (not nn.Conv2d)
         w = self.x_embedder.proj.weight
         with torch.no_grad():
-            w.copy_(nn.init.xavier_uniform_(torch.empty_like(w).flatten(1))
-                    .view_as(w))
+            w.copy_(
+                nn.init.xavier_uniform_(
+                    torch.empty_like(w).flatten(1)).view_as(w))
         nn.init.constant_(self.x_embedder.proj.bias, 0)
 
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
@@ -414,9 +416,9 @@ class SiTLLaMA(DiTLLaMA):
         return out  # (N, in_channels, H, W)
 
 
-#################################################################################
-#                   Sine/Cosine Positional Embedding Functions                  #
-#################################################################################
+###############################################################################
+# Sine/Cosine Positional Embedding Functions                                  #
+###############################################################################
 
 
 def get_1d_sincos_pos_embed(embed_dim: int, pos: Tensor) -> Tensor:
@@ -447,9 +449,9 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> Tensor:
     return torch.cat([emb_x, emb_y], dim=1)  # (G * G, D)
 
 
-#################################################################################
-#                                   Configs                                     #
-#################################################################################
+###############################################################################
+# Configs                                                                     #
+###############################################################################
 
 
 def DiTLLaMA_B_4(**kwargs) -> DiTLLaMA:

@@ -1,4 +1,4 @@
-"""SiT's stochastic interpolant: linear path, velocity loss, SDE / ODE samplers.
+"""SiT's stochastic interpolant: linear path, velocity loss, SDE/ODE samplers.
 
 Pure-torch re-implementation of the transport SiT-LLaMA trains and samples
 with (``spec-visionllama.md`` §6.3; SiT, Ma et al., arXiv 2401.08740):
@@ -219,8 +219,7 @@ class Transport:
         if last_step is None:
             last_step_size = 0.
         kwargs = model_kwargs or {}
-        t0, t1 = self._sde_interval(diffusion_form, last_step,
-                                    last_step_size)
+        t0, t1 = self._sde_interval(diffusion_form, last_step, last_step_size)
         ts = torch.linspace(t0, t1, num_steps)
         dt = (ts[1] - ts[0]).item()
 
@@ -232,8 +231,7 @@ class Transport:
 
         def sde_drift(x, t):
             v = drift(x, t)
-            return v + diffusion(x, t) * self.path.score_from_velocity(
-                v, x, t)
+            return v + diffusion(x, t) * self.path.score_from_velocity(v, x, t)
 
         x = x_init
         steps = ts[:-1].tolist()
@@ -304,9 +302,10 @@ class Transport:
         t = torch.linspace(0., 1., max(num_steps, 2)).to(x_init)
 
         def fn(ti, x):
-            tt = torch.full((x.shape[0], ), float(ti), device=x.device,
+            tt = torch.full((x.shape[0], ),
+                            float(ti),
+                            device=x.device,
                             dtype=x.dtype)
             return model(x, tt, **kwargs)
 
-        return odeint(
-            fn, x_init, t, method=method, atol=atol, rtol=rtol)[-1]
+        return odeint(fn, x_init, t, method=method, atol=atol, rtol=rtol)[-1]
