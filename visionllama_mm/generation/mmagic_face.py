@@ -132,13 +132,23 @@ class _GenerativeModel(BaseModel):
         return (self.net.in_channels, s, s)
 
     @staticmethod
-    def labels_from(data_samples: Sequence, device=None) -> Tensor:
-        """``gt_label`` of mmagic/mmpretrain data samples or dicts."""
+    def labels_from(data_samples, device=None) -> Tensor:
+        """Class labels of the batch as a (N, ) long tensor.
+
+        Accepts the stacked ``DataSample`` that ``mmagic.DataPreprocessor``
+        produces (``gt_label.label`` of shape (N, 1)), a list of mmagic /
+        mmpretrain data samples, or a list of dicts with ``gt_label``.
+        """
+        if data_samples is None:
+            raise ValueError('data_samples with gt_label are required')
+        if not isinstance(data_samples, (list, tuple)):
+            label = data_samples.gt_label
+            label = getattr(label, 'label', label)
+            return torch.as_tensor(label).reshape(-1).long().to(device)
         labels = []
         for ds in data_samples:
             label = ds['gt_label'] if isinstance(ds, dict) else ds.gt_label
-            if hasattr(label, 'label'):  # LabelData
-                label = label.label
+            label = getattr(label, 'label', label)  # LabelData
             labels.append(torch.as_tensor(label).reshape(-1)[0])
         return torch.stack(labels).long().to(device)
 
