@@ -8,7 +8,10 @@
 _base_ = './llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain.py'
 
 model = dict(
-    phase='joint', task='chat', fusion='early', bias_mode='paper',
+    phase='joint',
+    task='chat',
+    fusion='early',
+    bias_mode='paper',
     max_words=512)
 
 caption_pipeline = [

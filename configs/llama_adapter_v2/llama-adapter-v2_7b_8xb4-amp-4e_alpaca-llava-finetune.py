@@ -33,8 +33,7 @@ train_dataloader = dict(
         ann_file='finetune.yaml',
         pipeline=train_pipeline))
 
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-3 * 32 / 256, weight_decay=0.02))
+optim_wrapper = dict(optimizer=dict(lr=1e-3 * 32 / 256, weight_decay=0.02))
 param_scheduler = [
     dict(
         type='LinearLR',

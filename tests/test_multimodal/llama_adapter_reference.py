@@ -61,8 +61,8 @@ def meta_base_from_hf(llama, n_heads):
 
 def rms_norm(x, w, eps):
     xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-            ).type_as(x) * w
+    return (xf *
+            torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * w
 
 
 def rope_meta(x, positions, theta=10000.0):
@@ -168,10 +168,12 @@ def llama_adapter_logits(tokens,
         scores = q @ k.transpose(2, 3) / math.sqrt(d) + causal
         out = torch.softmax(scores.float(), -1).type_as(q) @ v
         if prompt is not None:
-            kp = lin(prompt, 'attention.wk', lora=False).view(
-                b, -1, n_heads, d).transpose(1, 2)
-            vp = lin(prompt, 'attention.wv', lora=False).view(
-                b, -1, n_heads, d).transpose(1, 2)
+            kp = lin(
+                prompt, 'attention.wk', lora=False).view(b, -1, n_heads,
+                                                         d).transpose(1, 2)
+            vp = lin(
+                prompt, 'attention.wv', lora=False).view(b, -1, n_heads,
+                                                         d).transpose(1, 2)
             sp = torch.softmax((q @ kp.transpose(2, 3) / math.sqrt(d)).float(),
                                -1).type_as(q)
             sp = torch.tanh(sd[p + 'attention.gate']) * sp

@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from conftest import (TINY_BRIDGE, TINY_CLIP, TINY_LLAMA, VOCAB, build_tiny,
-                      randomize_adapters)
+from llama_adapter_helpers import (TINY_BRIDGE, TINY_CLIP, TINY_LLAMA, VOCAB,
+                                   build_tiny, randomize_adapters)
 from llama_adapter_reference import (hf_rows_to_meta, llama_adapter_logits,
                                      meta_base_from_hf, visual_query)
 
@@ -201,10 +201,10 @@ def test_joint_phase_is_the_union_of_disjoint_sides():
     }
     pre = build_tiny(phase='pretrain')
     fine = build_tiny(phase='finetune')
-    union = {n for n, p in pre.named_parameters() if p.requires_grad} | {
-        n
-        for n, p in fine.named_parameters() if p.requires_grad
-    }
+    union = {n
+             for n, p in pre.named_parameters() if p.requires_grad
+             } | {n
+                  for n, p in fine.named_parameters() if p.requires_grad}
     assert set(sides) == union
     assert sides['clip_proj.weight'] == 'visual'
     assert sides['llama.model.layers.0.self_attn.gate'] == 'visual'
@@ -300,10 +300,7 @@ def _official_file_state(w_lora, seed=5):
             shapes[p + 'feed_forward.lora_w2_l2.weight'] = (dim, r)
             shapes[p + 'feed_forward.lora_w3_l1.weight'] = (r, dim)
             shapes[p + 'feed_forward.lora_w3_l2.weight'] = (hidden, r)
-    return {
-        k: 0.2 * torch.randn(s, generator=g)
-        for k, s in shapes.items()
-    }
+    return {k: 0.2 * torch.randn(s, generator=g) for k, s in shapes.items()}
 
 
 @pytest.mark.parametrize('w_lora', [False, True])
@@ -311,8 +308,9 @@ def test_released_adapter_file_loads_and_matches_reference(tmp_path, w_lora):
     state = _official_file_state(w_lora)
     path = str(tmp_path / 'BIAS-7B.pth')
     torch.save(
-        dict(model=state, config=dict(w_bias=True, w_lora=w_lora,
-                                      lora_rank=4)), path)
+        dict(
+            model=state, config=dict(w_bias=True, w_lora=w_lora, lora_rank=4)),
+        path)
     kwargs = dict(w_lora=True, lora_rank=4) if w_lora else {}
     model = build_tiny(**kwargs).eval()
     model.load_adapter(path)
@@ -386,8 +384,10 @@ def test_mismatched_adapter_files_fail_clearly(tmp_path):
     bad_llama['adapter_query.weight'] = torch.zeros(8, 128)
     path = str(tmp_path / 'llama13b.pth')
     torch.save(dict(model=bad_llama, config={}), path)
-    with pytest.raises(ValueError, match=r'llama13b\.pth.*adapter_query.*'
-                       r'\(8, 128\).*LLaMA size'):
+    with pytest.raises(
+            ValueError,
+            match=r'llama13b\.pth.*adapter_query.*'
+            r'\(8, 128\).*LLaMA size'):
         model.load_adapter(path)
     deep = dict(state)
     deep['llama.layers.7.attention.gate'] = torch.zeros(1, 4, 1, 1)
@@ -396,23 +396,24 @@ def test_mismatched_adapter_files_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match=r'deep\.pth.*layer 7.*3 layers'):
         model.load_adapter(path)
     path = str(tmp_path / 'lora.pth')
-    torch.save(dict(model=_official_file_state(True), config=dict(
-        w_lora=True, lora_rank=4)), path)
+    torch.save(
+        dict(
+            model=_official_file_state(True),
+            config=dict(w_lora=True, lora_rank=4)), path)
     with pytest.raises(ValueError, match=r'lora\.pth.*w_lora'):
         model.load_adapter(path)
 
 
 def test_missing_or_mismatched_llama_files(tmp_path):
-    from visionllama_mm.multimodal.llama_adapter_v2.llm import (
-        build_llama, build_tokenizer)
+    from visionllama_mm.multimodal.llama_adapter_v2 import llm as llm_lib
     with pytest.raises(FileNotFoundError, match='nowhere/tokenizer.model'):
-        build_tokenizer(dict(name_or_path='nowhere/tokenizer.model'))
+        llm_lib.build_tokenizer(dict(name_or_path='nowhere/tokenizer.model'))
     with pytest.raises(FileNotFoundError, match='params.json'):
-        build_llama(dict(meta_dir=str(tmp_path)), 32000)
+        llm_lib.build_llama(dict(meta_dir=str(tmp_path)), 32000)
     with pytest.raises(FileNotFoundError, match='config.json'):
-        build_llama(dict(name_or_path=str(tmp_path)), 32000)
+        llm_lib.build_llama(dict(name_or_path=str(tmp_path)), 32000)
     with pytest.raises(ValueError, match='exactly one'):
-        build_llama(dict(), 32000)
+        llm_lib.build_llama(dict(), 32000)
     # a Meta checkpoint of the wrong size names the file and the shape
     meta = tmp_path / 'meta'
     meta.mkdir()
@@ -420,11 +421,12 @@ def test_missing_or_mismatched_llama_files(tmp_path):
         json.dump(dict(TINY_LLAMA, vocab_size=-1), f)
     torch.save({'tok_embeddings.weight': torch.zeros(VOCAB, 32)},
                meta / 'consolidated.00.pth')
-    with pytest.raises(ValueError,
-                       match=r'consolidated\.00\.pth.*\(97, 32\).*dim=64'):
-        build_llama(dict(meta_dir=str(meta)), VOCAB)
+    with pytest.raises(
+            ValueError, match=r'consolidated\.00\.pth.*\(97, 32\).*dim=64'):
+        llm_lib.build_llama(dict(meta_dir=str(meta)), VOCAB)
     with pytest.raises(ValueError, match='vocab_size=97.*50 tokens'):
-        build_llama(dict(params=dict(TINY_LLAMA, vocab_size=VOCAB)), 50)
+        llm_lib.build_llama(
+            dict(params=dict(TINY_LLAMA, vocab_size=VOCAB)), 50)
 
 
 def test_meta_transformers_row_permutation_roundtrip():
@@ -477,9 +479,8 @@ def test_meta_and_transformers_llama_sources_agree(tmp_path):
         # CLIP is random per build; share src's
         model.clip.load_state_dict(src.clip.state_dict())
         with torch.no_grad():
-            outs.append(
-                model.eval().forward_llm(tokens,
-                                         model.forward_visual(images)))
+            outs.append(model.eval().forward_llm(tokens,
+                                                 model.forward_visual(images)))
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs[2], outs[0], atol=1e-5, rtol=1e-5)
 
@@ -497,34 +498,52 @@ def test_mmpretrain_clip_matches_transformers_clip(tmp_path):
         hf.vision_model.embeddings.class_embedding.view(1, 1, c),
         'backbone.pos_embed':
         hf.vision_model.embeddings.position_embedding.weight[None],
-        'backbone.pre_norm.weight': hf.vision_model.pre_layrnorm.weight,
-        'backbone.pre_norm.bias': hf.vision_model.pre_layrnorm.bias,
-        'backbone.ln1.weight': hf.vision_model.post_layernorm.weight,
-        'backbone.ln1.bias': hf.vision_model.post_layernorm.bias,
-        'projection.proj': hf.visual_projection.weight.t(),
+        'backbone.pre_norm.weight':
+        hf.vision_model.pre_layrnorm.weight,
+        'backbone.pre_norm.bias':
+        hf.vision_model.pre_layrnorm.bias,
+        'backbone.ln1.weight':
+        hf.vision_model.post_layernorm.weight,
+        'backbone.ln1.bias':
+        hf.vision_model.post_layernorm.bias,
+        'projection.proj':
+        hf.visual_projection.weight.t(),
     }
     for i, layer in enumerate(hf.vision_model.encoder.layers):
         p = f'backbone.layers.{i}.'
         a = layer.self_attn
         state.update({
-            p + 'ln1.weight': layer.layer_norm1.weight,
-            p + 'ln1.bias': layer.layer_norm1.bias,
-            p + 'ln2.weight': layer.layer_norm2.weight,
-            p + 'ln2.bias': layer.layer_norm2.bias,
-            p + 'attn.qkv.weight': torch.cat(
-                [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-            p + 'attn.qkv.bias': torch.cat(
-                [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-            p + 'attn.proj.weight': a.out_proj.weight,
-            p + 'attn.proj.bias': a.out_proj.bias,
-            p + 'ffn.layers.0.0.weight': layer.mlp.fc1.weight,
-            p + 'ffn.layers.0.0.bias': layer.mlp.fc1.bias,
-            p + 'ffn.layers.1.weight': layer.mlp.fc2.weight,
-            p + 'ffn.layers.1.bias': layer.mlp.fc2.bias,
+            p + 'ln1.weight':
+            layer.layer_norm1.weight,
+            p + 'ln1.bias':
+            layer.layer_norm1.bias,
+            p + 'ln2.weight':
+            layer.layer_norm2.weight,
+            p + 'ln2.bias':
+            layer.layer_norm2.bias,
+            p + 'attn.qkv.weight':
+            torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+            p + 'attn.qkv.bias':
+            torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+            p + 'attn.proj.weight':
+            a.out_proj.weight,
+            p + 'attn.proj.bias':
+            a.out_proj.bias,
+            p + 'ffn.layers.0.0.weight':
+            layer.mlp.fc1.weight,
+            p + 'ffn.layers.0.0.bias':
+            layer.mlp.fc1.bias,
+            p + 'ffn.layers.1.weight':
+            layer.mlp.fc2.weight,
+            p + 'ffn.layers.1.bias':
+            layer.mlp.fc2.bias,
         })
     path = str(tmp_path / 'clip_mmpretrain.pth')
-    torch.save({'state_dict': {k: v.detach().clone()
-                               for k, v in state.items()}}, path)
+    torch.save(
+        {'state_dict': {
+            k: v.detach().clone()
+            for k, v in state.items()
+        }}, path)
     from visionllama_mm.multimodal.llama_adapter_v2.visual import \
         build_clip_encoder
     enc = build_clip_encoder(
@@ -580,8 +599,8 @@ def _samples(**fields):
 
 
 def test_prompts_exact_strings():
-    from visionllama_mm.multimodal import (PROMPT_NO_INPUT,
-                                           PROMPT_WITH_INPUT, format_prompt)
+    from visionllama_mm.multimodal import (PROMPT_NO_INPUT, PROMPT_WITH_INPUT,
+                                           format_prompt)
     assert format_prompt('Describe.') == (
         'Below is an instruction that describes a task. Write a response '
         'that appropriately completes the request.\n\n### Instruction:\n'
@@ -671,10 +690,10 @@ def test_joint_training_routes_gradients(tok_model):
             assert g_ins[n] is None, n
         else:
             assert g_cap[n] is None, n
-    assert any(g_cap[n] is not None and g_cap[n].abs().sum() > 0
-               for n in side if side[n] == 'visual')
-    assert any(g_ins[n] is not None and g_ins[n].abs().sum() > 0
-               for n in side if side[n] == 'language')
+    assert any(g_cap[n] is not None and g_cap[n].abs().sum() > 0 for n in side
+               if side[n] == 'visual')
+    assert any(g_ins[n] is not None and g_ins[n].abs().sum() > 0 for n in side
+               if side[n] == 'language')
     # mixed batch: each side gets exactly its own samples' gradient
     _, lab_c = model.tokenize_for_training(caption)
     _, lab_i = model.tokenize_for_training(instruct)
@@ -694,8 +713,7 @@ def test_generation_kv_cache_matches_recompute(tok_model):
     model = randomize_adapters(copy.deepcopy(tok_model)).eval()
     images, _ = _inputs(5, b=1)
     prompt = model.build_prompt(_samples(gt_caption=['x'])[0])
-    texts = model.generate(
-        images, [prompt], max_new_tokens=8, temperature=0.0)
+    texts = model.generate(images, [prompt], max_new_tokens=8, temperature=0.0)
     tok = model.tokenizer
     ids = tok.encode(prompt)
     visual = model.forward_visual(images)
@@ -718,8 +736,9 @@ def test_batched_generation_left_padding(tok_model):
     together = model.generate(
         images, prompts, max_new_tokens=6, temperature=0.0)
     alone = [
-        model.generate(images[i:i + 1], [p], max_new_tokens=6,
-                       temperature=0.0)[0] for i, p in enumerate(prompts)
+        model.generate(
+            images[i:i + 1], [p], max_new_tokens=6, temperature=0.0)[0]
+        for i, p in enumerate(prompts)
     ]
     assert together == alone
     # sampling with a seed is reproducible; max_seq_len bounds the output
@@ -727,8 +746,7 @@ def test_batched_generation_left_padding(tok_model):
     b = model.generate(images, prompts, max_new_tokens=5, seed=3)
     assert a == b
     model.max_seq_len = len(model.tokenizer.encode(prompts[1])) + 2
-    short = model.generate(images, prompts, max_new_tokens=50,
-                           temperature=0.0)
+    short = model.generate(images, prompts, max_new_tokens=50, temperature=0.0)
     assert all(len(model.tokenizer.encode(t, bos=False)) <= 3 for t in short)
     model.max_seq_len = 5
     with pytest.raises(ValueError, match='max_seq_len'):
@@ -792,3 +810,31 @@ def test_gradient_checkpointing_same_gradients(tok_model):
     for n in grads_a:
         torch.testing.assert_close(grads_a[n], grads_b[n])
     assert all(re.search(r'norm|bias', n) for n in grads_a)
+
+
+def test_half_precision_llama_and_clip(tok_model, skimage_data):
+    """bf16 LLaMA/CLIP: frozen inference without autocast; training keeps
+    the trainable tensors in fp32 and runs under autocast."""
+    model = build_tiny(
+        llm=dict(
+            params=dict(TINY_LLAMA, vocab_size=skimage_data['vocab']),
+            dtype='bfloat16'),
+        vision_encoder=dict(type='hf', config=TINY_CLIP, dtype='bfloat16'),
+        tokenizer=dict(
+            type='LlamaTokenizer', name_or_path=skimage_data['tokenizer']),
+        phase='frozen').eval()
+    images, _ = _inputs(9)
+    out = model.predict(images, None, max_new_tokens=3, temperature=0.0)
+    assert all(isinstance(s.pred_caption, str) for s in out)
+    model.set_phase('finetune')
+    trainable = model.trainable_parameters()
+    assert trainable and all(p.dtype == torch.float32
+                             for p in trainable.values())
+    assert model.llama.model.embed_tokens.weight.dtype == torch.bfloat16
+    samples = _samples(question=['What is it?'] * 2, gt_answer=['A cat.'] * 2)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = model.loss(images, samples)['loss']
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in trainable.values() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 for g in grads)

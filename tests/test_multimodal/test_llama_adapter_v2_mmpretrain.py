@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_BRIDGE, TINY_CLIP, TINY_LLAMA, build_tiny
+from llama_adapter_helpers import build_tiny
 
 pytest.importorskip('mmpretrain')
 
@@ -47,8 +47,7 @@ def _shrink(cfg, paths):
     cfg.model.tokenizer = dict(
         type='LlamaTokenizer', name_or_path=paths['tokenizer'])
     cfg.model.vision_encoder = dict(type='hf', name_or_path=paths['clip_dir'])
-    cfg.model.update(
-        query_layer=3, v_embed_dim=48, v_depth=1, v_num_heads=4)
+    cfg.model.update(query_layer=3, v_embed_dim=48, v_depth=1, v_num_heads=4)
     if cfg.model.get('w_lora'):
         cfg.model.lora_rank = 4
     cfg.model.generation_cfg = dict(
@@ -61,9 +60,9 @@ def _image(paths, name='chelsea'):
 
 
 def test_registered_and_buildable_from_mmpretrain_scope():
+    from llama_adapter_helpers import tiny_model_cfg
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-    from conftest import tiny_model_cfg
     from visionllama_mm.multimodal import LLaMAAdapterV2
     from visionllama_mm.registry import MODELS
     assert MODELS.get('LLaMAAdapterV2') is LLaMAAdapterV2
@@ -73,9 +72,9 @@ def test_registered_and_buildable_from_mmpretrain_scope():
     dp = model.data_preprocessor
     assert type(dp).__name__ == 'MultiModalDataPreprocessor'
     assert dp.to_rgb is False
-    torch.testing.assert_close(dp.mean.flatten(),
-                               torch.tensor([122.770938, 116.7460125,
-                                             104.09373615]))
+    torch.testing.assert_close(
+        dp.mean.flatten(),
+        torch.tensor([122.770938, 116.7460125, 104.09373615]))
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
@@ -113,8 +112,9 @@ def test_shipped_configs_build_and_run(path, skimage_data):
         data_samples=[packed[0]['data_samples']] * 2)
     with torch.no_grad():
         out = model.test_step(
-            dict(inputs=batch['inputs'],
-                 data_samples=[s.clone() for s in batch['data_samples']]))
+            dict(
+                inputs=batch['inputs'],
+                data_samples=[s.clone() for s in batch['data_samples']]))
     field = 'pred_caption' if cfg.model.task == 'caption' else 'pred_answer'
     assert all(isinstance(s.get(field), str) for s in out)
     data = model.data_preprocessor(batch, True)
@@ -143,9 +143,7 @@ def test_caption_and_vqa_inferencers(tiny_cfg, skimage_data):
     vqa = copy.deepcopy(cfg)
     vqa.model.task = 'vqa'
     vqa.test_dataloader.dataset.pipeline[-1] = dict(
-        type='PackInputs',
-        algorithm_keys=['question'],
-        meta_keys=['image_id'])
+        type='PackInputs', algorithm_keys=['question'], meta_keys=['image_id'])
     inferencer = VisualQuestionAnsweringInferencer(model=vqa, pretrained=False)
     results = inferencer(images[0], 'What animal is in the picture?')
     assert results[0]['question'] == 'What animal is in the picture?'
@@ -205,8 +203,8 @@ def test_optimizer_constructor_groups():
                 assert g['weight_decay'] == (0.0 if flat else 0.05)
                 if phase == 'joint':
                     assert g['side'] == model.param_side(names[id(p)])
-                    assert g['lr'] == (1e-2 if g['side'] == 'language' else
-                                       1e-3)
+                    assert g['lr'] == (1e-2
+                                       if g['side'] == 'language' else 1e-3)
     # gates (4-D) and embeddings are decayed
     model = build_tiny(phase='pretrain')
     wrapper = build_optim_wrapper(model, cfg)
@@ -227,6 +225,7 @@ def _losses(work_dir):
     return [r['loss'] for r in rows if 'loss' in r]
 
 
+@pytest.mark.slow
 def test_runner_trains_and_captions(tiny_cfg, tmp_path):
     """mmengine Runner: loss goes down, the checkpoint holds only the
     adapter, and testing from it writes captions."""
@@ -259,9 +258,10 @@ def test_runner_trains_and_captions(tiny_cfg, tmp_path):
     Runner.from_cfg(test_cfg).test()
     with open(out, 'rb') as f:
         preds = pickle.load(f)
-    assert len(preds) == len(json.load(open(
-        test_cfg.test_dataloader.dataset.data_root +
-        '/annotations/captions_val.json')))
+    assert len(preds) == len(
+        json.load(
+            open(test_cfg.test_dataloader.dataset.data_root +
+                 '/annotations/captions_val.json')))
     assert all(isinstance(p['pred_caption'], str) for p in preds)
     assert any(p['pred_caption'] for p in preds)
 

@@ -37,8 +37,9 @@ def convert(src: str,
     """Check and convert one adapter file; returns its config."""
     state, config = load_adapter_file(src)
     w_lora = bool(config.get('w_lora', any('lora' in k for k in state)))
-    w_bias = bool(config.get('w_bias', any(k.endswith('.bias')
-                                           for k in state if 'llama.' in k)))
+    w_bias = bool(
+        config.get('w_bias',
+                   any(k.endswith('.bias') for k in state if 'llama.' in k)))
     rank = int(config.get('lora_rank', 16))
     expected = expected_adapter_shapes(
         dim=dim,
@@ -75,10 +76,9 @@ def main() -> None:
     parser.add_argument('--query-len', type=int, default=10)
     parser.add_argument('--query-layer', type=int, default=31)
     args = parser.parse_args()
-    config = convert(args.src, args.dst, args.dim, args.n_layers,
-                     args.n_heads, args.multiple_of, args.clip_dim,
-                     args.v_embed_dim, args.v_depth, args.query_len,
-                     args.query_layer)
+    config = convert(args.src, args.dst, args.dim, args.n_layers, args.n_heads,
+                     args.multiple_of, args.clip_dim, args.v_embed_dim,
+                     args.v_depth, args.query_len, args.query_layer)
     print(f'{args.dst}: {config}')
 
 

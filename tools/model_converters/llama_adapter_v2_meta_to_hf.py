@@ -14,14 +14,15 @@ Example::
 import argparse
 
 
-def convert(meta_dir: str, tokenizer: str, out_dir: str,
+def convert(meta_dir: str,
+            tokenizer: str,
+            out_dir: str,
             dtype: str = 'float16') -> None:
     """Write ``out_dir`` with the model and the tokenizer."""
-    from visionllama_mm.multimodal.llama_adapter_v2.llm import (
-        build_llama, build_tokenizer)
-    tok = build_tokenizer(
+    from visionllama_mm.multimodal.llama_adapter_v2 import llm
+    tok = llm.build_tokenizer(
         dict(type='LlamaTokenizer', name_or_path=tokenizer))
-    model = build_llama(dict(meta_dir=meta_dir, dtype=dtype), tok.n_words)
+    model = llm.build_llama(dict(meta_dir=meta_dir, dtype=dtype), tok.n_words)
     model.save_pretrained(out_dir)
     tok.tokenizer.save_pretrained(out_dir)
 
@@ -29,8 +30,9 @@ def convert(meta_dir: str, tokenizer: str, out_dir: str,
 def main() -> None:
     parser = argparse.ArgumentParser(
         description='Convert Meta LLaMA weights to a transformers directory')
-    parser.add_argument('meta_dir', help='dir with params.json and '
-                        'consolidated.00.pth')
+    parser.add_argument(
+        'meta_dir', help='dir with params.json and '
+        'consolidated.00.pth')
     parser.add_argument('tokenizer', help='tokenizer.model')
     parser.add_argument('out_dir', help='output directory')
     parser.add_argument(

@@ -156,14 +156,11 @@ def prepare_skimage_caption_data(out_dir: str,
                 dict(
                     id=f'{name}_{i}',
                     image=f'images/{name}.png',
-                    conversations=[
-                        dict(value=f'<image>\n{q}'),
-                        dict(value=a)
-                    ]))
+                    conversations=[dict(value=f'<image>\n{q}'),
+                                   dict(value=a)]))
     paths = dict(
         root=out_dir,
-        captions_train=osp.join(out_dir, 'annotations',
-                                'captions_train.json'),
+        captions_train=osp.join(out_dir, 'annotations', 'captions_train.json'),
         captions_val=osp.join(out_dir, 'annotations', 'captions_val.json'),
         captions_tsv=osp.join(out_dir, 'annotations', 'captions.tsv'),
         instructions=osp.join(out_dir, 'annotations', 'instructions.json'),
@@ -192,7 +189,8 @@ def prepare_skimage_caption_data(out_dir: str,
     return paths
 
 
-def write_tiny_models(out_dir: str, vocab_size: int,
+def write_tiny_models(out_dir: str,
+                      vocab_size: int,
                       seed: int = 0) -> Dict[str, str]:
     """Write a random tiny LLaMA in Meta's layout (``params.json`` +
     ``consolidated.00.pth``) and a random tiny transformers CLIP directory,
@@ -228,8 +226,8 @@ def write_tiny_models(out_dir: str, vocab_size: int,
         json.dump(dict(TINY_LLAMA_PARAMS, vocab_size=-1), f)
     torch.save(state, osp.join(llama_dir, 'consolidated.00.pth'))
     clip_dir = osp.join(out_dir, 'clip_tiny')
-    CLIPVisionModelWithProjection(
-        CLIPVisionConfig(**TINY_CLIP_CONFIG)).save_pretrained(clip_dir)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(
+        **TINY_CLIP_CONFIG)).save_pretrained(clip_dir)
     return dict(llama_dir=llama_dir, clip_dir=clip_dir)
 
 

@@ -7,9 +7,8 @@ from .prompts import (CAPTION_INSTRUCTION, PROMPT_NO_INPUT,
                       PROMPT_SHORT_ANSWER, PROMPT_WITH_INPUT, format_prompt)
 
 __all__ = [
-    'LLaMAAdapterV2', 'LLaMAAdapterV2OptimWrapperConstructor',
-    'AdapterLinear', 'AdapterLlamaAttention', 'inject_adapters',
-    'adapter_llama_forward', 'format_prompt', 'PROMPT_NO_INPUT',
-    'PROMPT_WITH_INPUT', 'PROMPT_SHORT_ANSWER', 'CAPTION_INSTRUCTION',
-    'CLIP_MEAN', 'CLIP_STD'
+    'LLaMAAdapterV2', 'LLaMAAdapterV2OptimWrapperConstructor', 'AdapterLinear',
+    'AdapterLlamaAttention', 'inject_adapters', 'adapter_llama_forward',
+    'format_prompt', 'PROMPT_NO_INPUT', 'PROMPT_WITH_INPUT',
+    'PROMPT_SHORT_ANSWER', 'CAPTION_INSTRUCTION', 'CLIP_MEAN', 'CLIP_STD'
 ]

@@ -28,9 +28,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
-    'BIAS_MODES', 'AdapterLinear', 'AdapterLlamaAttention',
-    'inject_adapters', 'build_attention_mask', 'adapter_llama_forward',
-    'linear_tuning'
+    'BIAS_MODES', 'AdapterLinear', 'AdapterLlamaAttention', 'inject_adapters',
+    'build_attention_mask', 'adapter_llama_forward', 'linear_tuning'
 ]
 
 #: Which tuning each linear layer gets per ``bias_mode`` (spec §2.5):
@@ -358,11 +357,10 @@ def build_attention_mask(pad_mask: Optional[torch.Tensor],
     if pad_mask is None and q_len == kv_len and not force:
         return None
     q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
-    allowed = (torch.arange(kv_len, device=device)[None] <= q_pos)[None,
-                                                                     None]
+    allowed = (torch.arange(kv_len, device=device)[None] <= q_pos)[None, None]
     if pad_mask is not None:
-        allowed = allowed & pad_mask.to(device=device,
-                                        dtype=torch.bool)[:, None, None, :]
+        allowed = allowed & pad_mask.to(
+            device=device, dtype=torch.bool)[:, None, None, :]
     allowed = allowed | ~allowed.any(-1, keepdim=True)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
@@ -406,8 +404,7 @@ def adapter_llama_forward(llama: nn.Module,
     b, t, _ = inputs_embeds.shape
     past = 0 if past_key_values is None else \
         past_key_values.get_seq_length()
-    cache_position = torch.arange(
-        past, past + t, device=inputs_embeds.device)
+    cache_position = torch.arange(past, past + t, device=inputs_embeds.device)
     if position_ids is None:
         position_ids = cache_position[None].expand(b, -1)
     mask = build_attention_mask(attention_mask, t, past + t,
@@ -424,8 +421,8 @@ def adapter_llama_forward(llama: nn.Module,
             position_embeddings=position_embeddings,
             adapter_prompt=prompt)
         if gradient_checkpointing and torch.is_grad_enabled():
-            hidden = checkpoint(layer, hidden, use_reentrant=False,
-                                **kwargs)[0]
+            hidden = checkpoint(
+                layer, hidden, use_reentrant=False, **kwargs)[0]
         else:
             hidden = layer(hidden, **kwargs)[0]
     hidden = model.norm(hidden)

@@ -18,7 +18,6 @@ tensor of ``wq``/``wk``: weight, bias, output scale (``bias_mode='paper'``)
 and LoRA-B (``lora_w{q,k}_l2``); input-side tensors (LoRA-A, input scale)
 are unchanged.
 """
-import json
 import os
 import os.path as osp
 import re
@@ -141,8 +140,9 @@ def needs_row_permutation(official_key: str,
         str | None: ``'q'`` or ``'k'`` (permute with the query or key/value
         head count) or None.
     """
-    m = re.search(r'attention\.(?:w([qk])\.(weight|bias|scale)|'
-                  r'lora_w([qk])_l2\.weight)$', official_key)
+    m = re.search(
+        r'attention\.(?:w([qk])\.(weight|bias|scale)|'
+        r'lora_w([qk])_l2\.weight)$', official_key)
     if m is None:
         return None
     if m.group(2) == 'scale' and bias_mode != 'paper':
@@ -209,11 +209,14 @@ def save_adapter_file(state: Dict[str, torch.Tensor],
     meta = dict(meta or {})
     meta['adapter_config'] = dict(config or {})
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    torch.save({
-        'state_dict': {k: v.contiguous()
-                       for k, v in state.items()},
-        'meta': meta
-    }, path)
+    torch.save(
+        {
+            'state_dict': {
+                k: v.contiguous()
+                for k, v in state.items()
+            },
+            'meta': meta
+        }, path)
 
 
 def ffn_hidden_dim(dim: int,
@@ -281,8 +284,7 @@ def load_meta_llama_state_dict(path: str, config) -> Dict[str, torch.Tensor]:
         dict: ``LlamaForCausalLM`` state dict.
     """
     try:
-        sd = torch.load(
-            path, map_location='cpu', weights_only=True, mmap=True)
+        sd = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except RuntimeError:
         sd = load_tensors(path)
     n_heads = config.num_attention_heads
@@ -389,8 +391,13 @@ def expected_adapter_shapes(dim: int = 4096,
         shapes[p + 'mlp.fc2.weight'] = (v_embed_dim, hidden)
         shapes[p + 'mlp.fc2.bias'] = (v_embed_dim, )
     io = dict(
-        wq=(dim, dim), wk=(dim, dim), wv=(dim, dim), wo=(dim, dim),
-        w1=(ffn_hidden, dim), w2=(dim, ffn_hidden), w3=(ffn_hidden, dim))
+        wq=(dim, dim),
+        wk=(dim, dim),
+        wv=(dim, dim),
+        wo=(dim, dim),
+        w1=(ffn_hidden, dim),
+        w2=(dim, ffn_hidden),
+        w3=(ffn_hidden, dim))
     for i in range(n_layers):
         p = f'llama.layers.{i}.'
         shapes[p + 'attention.gate'] = (1, n_heads, 1, 1)

@@ -12,8 +12,7 @@ GENERATION_DEFAULTS = dict(max_new_tokens=256, temperature=0.1, top_p=0.75)
 
 def sample_top_p(probs: torch.Tensor,
                  top_p: float,
-                 generator: Optional[torch.Generator] = None
-                 ) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Nucleus sampling as in the released code.
 
     Sort the probabilities in descending order, drop every entry whose

@@ -34,9 +34,8 @@ from torch import nn
 from visionllama_mm.registry import MODELS
 from .adapter_layers import (BIAS_MODES, adapter_llama_forward,
                              inject_adapters, layer_prompts)
-from .checkpoint import (hf_to_meta_rows, hf_to_official_key,
-                         meta_to_hf_rows, needs_row_permutation,
-                         official_to_hf_key)
+from .checkpoint import (hf_to_meta_rows, hf_to_official_key, meta_to_hf_rows,
+                         needs_row_permutation, official_to_hf_key)
 from .generation import GENERATION_DEFAULTS, sample_next_token
 from .llm import build_llama, build_tokenizer
 from .prompts import (CAPTION_INSTRUCTION, PROMPT_NO_INPUT, PROMPT_WITH_INPUT,
@@ -58,8 +57,8 @@ TASKS = ('caption', 'vqa', 'chat')
 _PRETRAIN_KEYS = ('gate', 'clip_proj', 'clip_proj_norm', 'visual_query',
                   'visual_blocks', 'visual_proj', 'visual_proj_norm',
                   'adapter_query')
-_BRIDGE_KEYS = ('clip_proj', 'clip_proj_norm', 'visual_query',
-                'visual_blocks', 'visual_proj', 'visual_proj_norm')
+_BRIDGE_KEYS = ('clip_proj', 'clip_proj_norm', 'visual_query', 'visual_blocks',
+                'visual_proj', 'visual_proj_norm')
 _FROZEN_BASE = re.compile(r'^(tok_embeddings\.weight|output\.weight|'
                           r'layers\.\d+\.(attention\.w[qkvo]|'
                           r'feed_forward\.w[123])\.weight)$')
@@ -160,8 +159,8 @@ class LLaMAAdapterV2(BaseModel):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         for name, value, allowed in (('phase', phase, PHASES),
-                                     ('task', task, TASKS),
-                                     ('fusion', fusion, FUSIONS),
+                                     ('task', task, TASKS), ('fusion', fusion,
+                                                             FUSIONS),
                                      ('bias_mode', bias_mode, BIAS_MODES)):
             if value not in allowed:
                 raise ValueError(f'{name} must be one of {allowed}, '
@@ -294,12 +293,20 @@ class LLaMAAdapterV2(BaseModel):
         return self.param_side(name) is not None  # joint
 
     def set_phase(self, phase: str) -> None:
-        """Freeze everything, then unfreeze the group of ``phase``."""
+        """Freeze everything, then unfreeze the group of ``phase``.
+
+        Trainable tensors are kept in float32 (like the released code) even
+        when the LLaMA is loaded in half precision; train such models with
+        mixed precision (``AmpOptimWrapper``).
+        """
         if phase not in PHASES:
             raise ValueError(f'phase must be one of {PHASES}, got {phase!r}')
         self.phase = phase
         for name, param in self.named_parameters():
-            param.requires_grad_(self._in_phase(name, phase))
+            trainable = self._in_phase(name, phase)
+            if trainable and param.dtype in (torch.float16, torch.bfloat16):
+                param.data = param.data.float()
+            param.requires_grad_(trainable)
 
     def trainable_parameters(self) -> Dict[str, nn.Parameter]:
         """Our names -> trainable parameters of the current phase."""
@@ -558,6 +565,7 @@ class LLaMAAdapterV2(BaseModel):
         out['loss'] = total / torch.as_tensor(count).clamp(min=1)
         return out
 
+    @torch.no_grad()
     def predict(self,
                 images: Optional[torch.Tensor],
                 data_samples: Optional[list] = None,
@@ -713,13 +721,13 @@ def _adapter_state_dict_hook(module, state_dict, prefix, local_metadata):
                 continue
             kind = needs_row_permutation(official, module.bias_mode)
             if kind is not None:
-                value = hf_to_meta_rows(value, n_heads if kind == 'q' else n_kv)
+                value = hf_to_meta_rows(value,
+                                        n_heads if kind == 'q' else n_kv)
         state_dict[prefix + official] = value
 
 
-def _official_load_pre_hook(module, state_dict, prefix, local_metadata,
-                            strict, missing_keys, unexpected_keys,
-                            error_msgs):
+def _official_load_pre_hook(module, state_dict, prefix, local_metadata, strict,
+                            missing_keys, unexpected_keys, error_msgs):
     """Map official names/layout to ours and check shapes (spec §5)."""
     # a released file given directly: {'model': {...}, 'config': {...}}
     if isinstance(state_dict.get(prefix + 'model'), dict):
@@ -762,7 +770,8 @@ def _official_load_pre_hook(module, state_dict, prefix, local_metadata,
             target = 'llama.' + hf
             kind = needs_row_permutation(rel, module.bias_mode)
             if kind is not None and value.dim() >= 1:
-                value = meta_to_hf_rows(value, n_heads if kind == 'q' else n_kv)
+                value = meta_to_hf_rows(value,
+                                        n_heads if kind == 'q' else n_kv)
         param = own.get(target)
         if param is not None and tuple(param.shape) != tuple(value.shape):
             raise ValueError(_shape_message(module, rel, value, param))

@@ -58,7 +58,9 @@ class LLaMATokenizer:
             raise ValueError(f'tokenizer {source!r} has no BOS/EOS token')
         self.n_words = len(tokenizer)
 
-    def encode(self, text: str, bos: bool = True,
+    def encode(self,
+               text: str,
+               bos: bool = True,
                eos: bool = False) -> List[int]:
         """Token ids of ``text`` with optional BOS / EOS."""
         if self.sp is not None:

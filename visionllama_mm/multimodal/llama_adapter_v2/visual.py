@@ -138,7 +138,7 @@ class CLIPVisionEncoder(nn.Module):
 
 def _build_hf_clip(name_or_path: Optional[str], config: Optional[dict],
                    load_pretrained: bool, dtype: torch.dtype) -> nn.Module:
-    from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection)
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
     if name_or_path is not None:
         if not osp.isdir(name_or_path):
             raise FileNotFoundError(
