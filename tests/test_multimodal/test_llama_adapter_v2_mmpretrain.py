@@ -267,6 +267,53 @@ def test_runner_trains_and_captions(tiny_cfg, tmp_path):
 
 
 @pytest.mark.slow
+def test_runner_joint_recipe_on_mixed_data(skimage_data, tmp_path):
+    """The joint-training config (ConcatDataset of captions and
+    instructions, text-only samples, per-side gradients) runs in the
+    Runner; each side moves only when its kind of sample is present."""
+    from mmengine.runner import Runner
+    cfg = _shrink(
+        Config.fromfile(
+            osp.join(CONFIG_DIR,
+                     'llama-adapter-v2_7b_8xb4-amp-3e_coco-alpaca-joint.py')),
+        skimage_data)
+    caption, instruction = cfg.train_dataloader.dataset.datasets
+    caption.update(
+        data_root=skimage_data['root'],
+        ann_file='annotations/captions_train.json')
+    instruction.update(
+        data_root=skimage_data['root'],
+        ann_file='annotations/instructions.json',
+        data_prefix=dict(img_path=skimage_data['root']))
+    cfg.train_dataloader.update(
+        batch_size=4, num_workers=0, persistent_workers=False)
+    cfg.optim_wrapper.type = 'OptimWrapper'  # CPU
+    cfg.optim_wrapper.pop('loss_scale')
+    cfg.optim_wrapper.optimizer.lr = 1e-2
+    cfg.param_scheduler = None
+    cfg.train_cfg = dict(by_epoch=False, max_iters=4)
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=4, by_epoch=False)
+    cfg.model_wrapper_cfg = None
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    before = {
+        n: p.detach().clone()
+        for n, p in runner.model.named_parameters() if p.requires_grad
+    }
+    runner.train()
+    model = runner.model
+    moved = {
+        model.param_side(n)
+        for n, p in model.named_parameters()
+        if n in before and not torch.equal(p.detach(), before[n])
+    }
+    assert moved == {'visual', 'language'}
+    assert torch.isfinite(
+        torch.tensor(runner.message_hub.get_scalar('train/loss').current()))
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (osp.isfile(osp.join(REPO, 'tools', 'train.py'))
          and osp.isfile(osp.join(REPO, 'tools', 'test.py'))),

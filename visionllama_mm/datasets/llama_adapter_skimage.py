@@ -4,7 +4,7 @@ them, plus a SentencePiece tokenizer trained on that text.
 
 ``python -m visionllama_mm.datasets.llama_adapter_skimage OUT_DIR`` writes::
 
-    OUT_DIR/images/<name>.png
+    OUT_DIR/images/<name>.png                 ('_' in names becomes '-')
     OUT_DIR/annotations/captions_train.json   COCO-caption (LAVIS) format
     OUT_DIR/annotations/captions_val.json     one entry per image
     OUT_DIR/annotations/captions.tsv          released pretraining format
@@ -140,13 +140,18 @@ def prepare_skimage_caption_data(out_dir: str,
             img = _load_sample(name)
         except Exception:  # not bundled with this scikit-image version
             continue
-        rel = f'images/{name}.png'
+        # no '_' in file names: COCOCaption takes the image id after the
+        # last '_'
+        rel = f"images/{name.replace('_', '-')}.png"
         Image.fromarray(img).save(osp.join(out_dir, rel))
         captions.append(dict(image=rel, caption=caption))
     if len(captions) < 8:
         raise RuntimeError('scikit-image provides too few bundled sample '
                            f'images ({len(captions)})')
-    have = {osp.splitext(osp.basename(c['image']))[0] for c in captions}
+    have = {
+        osp.splitext(osp.basename(c['image']))[0].replace('-', '_')
+        for c in captions
+    }
     instructions = []
     for i, (name, q, a) in enumerate(_INSTRUCTIONS):
         if name is None:
@@ -155,7 +160,7 @@ def prepare_skimage_caption_data(out_dir: str,
             instructions.append(
                 dict(
                     id=f'{name}_{i}',
-                    image=f'images/{name}.png',
+                    image=f"images/{name.replace('_', '-')}.png",
                     conversations=[dict(value=f'<image>\n{q}'),
                                    dict(value=a)]))
     paths = dict(
