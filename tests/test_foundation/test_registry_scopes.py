@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import DefaultScope
 
 from visionllama_mm.registry import MODELS
 
