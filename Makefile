@@ -44,11 +44,13 @@ format: env
 	$(PY) -m isort $(LINT_PATHS)
 	$(PY) -m yapf -i --recursive $(LINT_PATHS)
 
+# PYTHONPATH: test this checkout even when the editable install of the
+# environment points at another one (git worktrees sharing a .venv)
 test: env lint
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
 
 test-all: env lint
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest $(PYTEST_ARGS) tests
 
 bench: env
 	$(PY) tools/analysis_tools/benchmark_backbone.py

@@ -22,7 +22,7 @@ import os.path as osp
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
-from mmengine.registry import HOOKS, RUNNERS, init_default_scope
+from mmengine.registry import HOOKS, RUNNERS
 from mmengine.runner import Runner
 
 # Importing the package installs safe checkpoint loading for mmengine.
@@ -87,12 +87,15 @@ def parse_args(argv=None):
 
 
 def _hook_class(cfg, hook_type):
+    """The class a hook config names, looked up in the config's scope."""
     if isinstance(hook_type, type):
         return hook_type
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    hook_cls = HOOKS.get(hook_type)
+    scope = cfg.get('default_scope', None) or 'mmengine'
+    with HOOKS.switch_scope_and_registry(scope) as registry:
+        hook_cls = registry.get(hook_type)
     if hook_cls is None:
-        raise ValueError(f'Unknown visualization hook type {hook_type!r}')
+        raise ValueError(f'Unknown visualization hook type {hook_type!r} in '
+                         f'scope {scope!r}')
     return hook_cls
 
 

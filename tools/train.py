@@ -115,9 +115,8 @@ def merge_args(cfg, args):
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or \
                 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError(
-                '--auto-scale-lr needs `auto_scale_lr = dict('
-                'base_batch_size=...)` in the config.')
+            raise ValueError('--auto-scale-lr needs `auto_scale_lr = dict('
+                             'base_batch_size=...)` in the config.')
         cfg.auto_scale_lr.enable = True
 
     if args.no_validate:

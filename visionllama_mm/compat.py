@@ -29,12 +29,15 @@ under torchrun on machines without CUDA (mmengine 0.10.7 always calls
 ``torch.cuda.set_device`` for the ``pytorch`` launcher).
 """
 import argparse
+import contextlib
+import importlib.abc
 import io
 import logging
 import os
 import os.path as osp
 import pickle
 import re
+import sys
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
@@ -82,12 +85,15 @@ _TORCH_TRUST_ENV = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 _UNSAFE_PATTERNS = (
     re.compile(r'GLOBAL (\S+) was not an allowed global by default'),
     re.compile(r'Trying to load unsupported GLOBAL (\S+) whose module'),
-    re.compile(r'Trying to call reduce for unrecognized function (.+?)'
-               r'(?: which belongs to .*)?$', re.M),
-    re.compile(r'Can only build Tensor, Parameter, OrderedDict or types '
-               r'allowlisted via `add_safe_globals`, but got (.+)$', re.M),
-    re.compile(r'Can only create new object for nn.Parameter or classes '
-               r'allowlisted via `add_safe_globals` but got (.+)$', re.M),
+    re.compile(
+        r'Trying to call reduce for unrecognized function (.+?)'
+        r'(?: which belongs to .*)?$', re.M),
+    re.compile(
+        r'Can only build Tensor, Parameter, OrderedDict or types '
+        r'allowlisted via `add_safe_globals`, but got (.+)$', re.M),
+    re.compile(
+        r'Can only create new object for nn.Parameter or classes '
+        r'allowlisted via `add_safe_globals` but got (.+)$', re.M),
 )
 
 _installed = False
@@ -207,18 +213,24 @@ def _static_unsafe_globals(f: FileLike) -> List[str]:
 def _missing_attribute(dotted: str) -> bool:
     """True if ``dotted`` names an attribute that an already imported
     module lacks (a global name cut short by truncation)."""
-    import sys
     module, _, attr = dotted.rpartition('.')
     if module not in sys.modules or not attr.isidentifier():
         return False
     return not hasattr(sys.modules[module], attr)
 
 
-def _unregistered(safe: List[SafeGlobal]) -> List[SafeGlobal]:
-    # ``torch.serialization.safe_globals`` removes its entries on exit, also
-    # entries that were registered before: only pass the missing ones.
+def _allow_list_context():
+    """Context that allows :func:`checkpoint_safe_globals` for one load."""
+    if not hasattr(torch.serialization, 'safe_globals'):
+        # torch < 2.5 cannot extend the weights-only unpickler: such files
+        # are refused unless trusted.
+        return contextlib.nullcontext()
+    # ``safe_globals`` removes its entries on exit, also entries that were
+    # registered before (install_mmengine_safe_loading): pass only the
+    # missing ones.
     registered = set(torch.serialization.get_safe_globals())
-    return [g for g in safe if g not in registered]
+    return torch.serialization.safe_globals(
+        [g for g in checkpoint_safe_globals() if g not in registered])
 
 
 def _weights_only_reason(message: str) -> str:
@@ -264,13 +276,10 @@ def load_checkpoint_safe(path_or_file: FileLike,
         raise CheckpointLoadError(f'Checkpoint file not found: {name}')
     start = None if is_path else path_or_file.tell()
     try:
-        with torch.serialization.safe_globals(
-                _unregistered(checkpoint_safe_globals())):
+        with _allow_list_context():
             try:
                 return torch.load(
-                    path_or_file,
-                    map_location=map_location,
-                    weights_only=True)
+                    path_or_file, map_location=map_location, weights_only=True)
             except pickle.UnpicklingError as exc:
                 message = str(exc)
                 if 'Weights only load failed' not in message:
@@ -356,29 +365,70 @@ def _mmengine_load_from_local(filename: str, map_location: Any) -> Any:
 # mmengine logs ``class_name[10:]`` of the loader: keep the upstream name.
 _mmengine_load_from_local.__name__ = 'load_from_local'
 
+_MMENGINE_CHECKPOINT = 'mmengine.runner.checkpoint'
+
+
+def _patch_mmengine_checkpoint(module) -> None:
+    """Route ``mmengine.runner.checkpoint``'s local loader through
+    :func:`load_checkpoint_safe`."""
+    module.CheckpointLoader.register_scheme(
+        prefixes='', loader=_mmengine_load_from_local, force=True)
+    module.load_from_local = _mmengine_load_from_local
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches ``mmengine.runner.checkpoint`` right after it is executed.
+
+    ``mmengine.runner`` takes seconds to import (it pulls in the optimizers,
+    FSDP and transformers), so ``import visionllama_mm`` does not import it;
+    the patch is applied whenever something else does.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _MMENGINE_CHECKPOINT:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, 'find_spec'):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, 'exec_module'):
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch_mmengine_checkpoint(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
 
 def install_mmengine_safe_loading() -> None:
     """Make mmengine load checkpoints safely on torch >= 2.6 (idempotent).
 
     * Adds the allow-list to ``torch.serialization.add_safe_globals``.
     * Routes mmengine's local-file checkpoint loader through
-      :func:`load_checkpoint_safe`.
+      :func:`load_checkpoint_safe`, now if ``mmengine.runner`` is imported
+      already, otherwise as soon as it is.
 
-    Nothing changes for torch < 2.6, where ``weights_only`` defaults to
-    False and the unpickler cannot be extended (torch < 2.4).
+    Does nothing on torch < 2.5, which lacks the allow-list API (and where
+    ``weights_only`` still defaults to False).
     """
     global _installed
     if _installed:
         return
+    _installed = True
     if not hasattr(torch.serialization, 'safe_globals'):
-        _installed = True
         return
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
-    from mmengine.runner import checkpoint as mmengine_checkpoint
-    mmengine_checkpoint.CheckpointLoader.register_scheme(
-        prefixes='', loader=_mmengine_load_from_local, force=True)
-    mmengine_checkpoint.load_from_local = _mmengine_load_from_local
-    _installed = True
+    if _MMENGINE_CHECKPOINT in sys.modules:
+        _patch_mmengine_checkpoint(sys.modules[_MMENGINE_CHECKPOINT])
+    else:
+        sys.meta_path.insert(0, _PatchOnImport())
 
 
 def setup_cpu_distributed(cfg, launcher: str) -> None:
@@ -414,11 +464,13 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo', **dist_cfg)
     wrapper = cfg.get('model_wrapper_cfg')
-    if wrapper is None:
+    if wrapper is None:  # what mmengine builds by default, on CPU
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel',
             device_ids=None,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
-    else:
+    elif str(wrapper.get(
+            'type',
+            'MMDistributedDataParallel')).endswith('DistributedDataParallel'):
         wrapper.setdefault('device_ids', None)

@@ -3,9 +3,10 @@
 ``ToyClassifier`` is a two-layer MLP, ``ToyDataset`` holds fixed random
 vectors whose labels follow a fixed linear rule, ``ToyAccuracy`` is a
 plain accuracy metric and ``ToyInterruptHook`` stops training after an epoch
-as if the job had been killed there. They register into visionllama_mm's registries, so
-configs name them ``visionllama_mm.Toy*``. The tests put ``tests/data`` on
-``PYTHONPATH`` so that ``custom_imports`` finds this module.
+as if the job had been killed there. They register into visionllama_mm's
+registries, so configs name them ``visionllama_mm.Toy*``. The tests put
+``tests/data`` on ``PYTHONPATH`` so that ``custom_imports`` finds this
+module.
 """
 import torch
 import torch.nn as nn

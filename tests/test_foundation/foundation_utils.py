@@ -36,13 +36,14 @@ def run_tool(args, check=True, timeout=600, **env):
 
     On an unexpected exit status the test fails with the output's tail.
     """
-    proc = subprocess.run([sys.executable] + list(args),
-                          cwd=REPO_ROOT,
-                          env=subprocess_env(**env),
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT,
-                          text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable] + list(args),
+        cwd=REPO_ROOT,
+        env=subprocess_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f'{" ".join(args)} exited with {proc.returncode}:\n'
                     f'{proc.stdout[-6000:]}')

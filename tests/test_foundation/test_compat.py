@@ -62,8 +62,13 @@ def deit_checkpoint(tmp_path):
     """A deit / DiT style file: weights plus an ``argparse.Namespace``."""
     path = str(tmp_path / 'deit.pth')
     args = argparse.Namespace(
-        model='deit_tiny_patch16_224', lr=5e-4, input_size=224, drop=0.0,
-        mean=(0.485, 0.456, 0.406), resume='', smoothing=None)
+        model='deit_tiny_patch16_224',
+        lr=5e-4,
+        input_size=224,
+        drop=0.0,
+        mean=(0.485, 0.456, 0.406),
+        resume='',
+        smoothing=None)
     torch.save({'model': {'w': torch.ones(2, 2)}, 'args': args}, path)
     return path
 
@@ -97,8 +102,8 @@ class TestAllowList:
             CHECKPOINT_SAFE_GLOBALS
         assert 'argparse.Namespace' in CHECKPOINT_SAFE_GLOBALS
         names = {
-            g[1] if isinstance(g, tuple) else
-            f'{g.__module__}.{g.__qualname__}'
+            g[1]
+            if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
             for g in checkpoint_safe_globals()
         }
         assert {
@@ -108,8 +113,8 @@ class TestAllowList:
             'mmengine.logging.history_buffer.HistoryBuffer'
         } <= names
         # nothing that can run programs or touch files
-        assert not any(n.startswith(('os.', 'posix.', 'subprocess.'))
-                       for n in names)
+        assert not any(
+            n.startswith(('os.', 'posix.', 'subprocess.')) for n in names)
         assert not names & {'builtins.exec', 'builtins.eval', 'builtins.open'}
 
 
@@ -164,14 +169,15 @@ class TestLoadCheckpointSafe:
     def test_refuses_code_and_runs_nothing(self, tmp_path, name, zip_format):
         marker = str(tmp_path / 'marker')
         path = str(tmp_path / 'evil.pth')
-        torch.save({
-            'state_dict': {
-                'w': torch.zeros(1)
+        torch.save(
+            {
+                'state_dict': {
+                    'w': torch.zeros(1)
+                },
+                'meta': _payloads(marker)[name]
             },
-            'meta': _payloads(marker)[name]
-        },
-                   path,
-                   _use_new_zipfile_serialization=zip_format)
+            path,
+            _use_new_zipfile_serialization=zip_format)
         with pytest.raises(UnsafeCheckpointError) as info:
             load_checkpoint_safe(path)
         message = str(info.value)

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from mmengine.registry import DefaultScope
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import DefaultScope
 
 from visionllama_mm.registry import MODELS
 
@@ -54,17 +54,20 @@ def test_default_scope_builds_prefixed_type(scope):
 def test_nested_in_library_model():
     """An mmpretrain ImageClassifier config with our backbone."""
     lib_models = _library_models('mmpretrain')
-    model = lib_models.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(
-                type='visionllama_mm.FoundationDummyBackbone', channels=8),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=5,
-                in_channels=8,
-                loss=dict(type='CrossEntropyLoss'))))
+    # the Runner's situation: mmpretrain is the default scope (another
+    # test may have left a different scope current)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = lib_models.build(
+            dict(
+                type='ImageClassifier',
+                backbone=dict(
+                    type='visionllama_mm.FoundationDummyBackbone', channels=8),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(
+                    type='LinearClsHead',
+                    num_classes=5,
+                    in_channels=8,
+                    loss=dict(type='CrossEntropyLoss'))))
     assert type(model.backbone) is FoundationDummyBackbone
     logits = model(torch.randn(2, 3, 16, 16), mode='tensor')
     assert logits.shape == (2, 5)

@@ -7,7 +7,10 @@ baseline of the same shape, measured in the same run with the same input:
   ``VisionTransformer`` (same width, depth, heads and patch; the SwiGLU
   width follows ``--ffn-hidden-rule``: ``llama`` is parameter-matched with
   ViT, ``mmpretrain`` is the official, 3x wider FFN).
-* further pairs (e.g. ``pyramid``) register a builder in :data:`PAIRS`.
+* ``pyramid``: :class:`visionllama_mm.backbones.PyramidVisionLLaMA`
+  (classifier face) vs mmpretrain's Twins-SVT (``SVT``) of the same size
+  (``--arch s|b|l``; SVT with ``qkv_bias=True`` like ours).
+* further pairs register a builder in :data:`PAIRS`.
 
 For every model it reports the forward throughput (inference mode), the
 training-step throughput (forward, backward and an SGD step) and the peak
@@ -77,7 +80,27 @@ def build_plain(args, which: int) -> Tuple[str, torch.nn.Module]:
         final_norm=False)
 
 
-PAIRS: Dict[str, Callable] = {'plain': build_plain}
+def build_pyramid(args, which: int) -> Tuple[str, torch.nn.Module]:
+    from visionllama_mm.backbones import PyramidVisionLLaMA
+    if args.arch not in PyramidVisionLLaMA.arch_zoo:
+        raise ValueError(f'--arch must be one of '
+                         f'{sorted(PyramidVisionLLaMA.arch_zoo)} for the '
+                         f'pyramid pair, got {args.arch}')
+    arch = {'s': 'small', 'b': 'base', 'l': 'large'}.get(args.arch, args.arch)
+    if which == 0:
+        return f'PyramidVisionLLaMA-{arch}', PyramidVisionLLaMA(
+            arch=arch, out_type='avg_featmap')
+    from mmpretrain.models import SVT
+    model = SVT(
+        arch=arch,
+        qkv_bias=True,
+        out_indices=(3, ),
+        norm_after_stage=[False, False, False, True])
+    model.init_weights()
+    return f'mmpretrain SVT-{arch}', model
+
+
+PAIRS: Dict[str, Callable] = {'plain': build_plain, 'pyramid': build_pyramid}
 
 # ---------------------------------------------------------------------------
 # measurement (runs in a worker process)

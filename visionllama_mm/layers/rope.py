@@ -260,7 +260,13 @@ def apply_rope(x: Tensor,
             f'not match the {tuple(x.shape[-2:])} tokens to rotate')
     # fp32 at least (fp16/bf16 inputs are upcast, fp64 stays fp64)
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    out = (xf * cos + rotate_pairs(xf) * sin).to(x.dtype)
+    # rotate_pairs(x) * sin == swap_pairs(x) * (sin * [-1, 1, -1, 1, ...]):
+    # the sign goes on the small table, and addcmul fuses the sum, which
+    # halves the passes over the activations (CPU throughput)
+    sign = torch.tensor([-1., 1.], dtype=sin.dtype, device=sin.device)
+    sin = (sin.unflatten(-1, (-1, 2)) * sign).flatten(-2)
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    out = torch.addcmul(xf * cos, swapped, sin).to(x.dtype)
     if prefix is not None:
         out = torch.cat([prefix, out], dim=-2)
     return out
@@ -336,8 +342,8 @@ class RotaryEmbedding2D(nn.Module):
         # Tables made under torch.inference_mode() cannot enter autograd
         # later (e.g. training after an inference-mode evaluation): cache
         # them separately.
-        key = key + (str(torch.device(device or 'cpu')),
-                     torch.is_inference_mode_enabled())
+        key = key + (str(torch.device(
+            device or 'cpu')), torch.is_inference_mode_enabled())
         out = self._cache.get(key)
         if out is None:
             out = self.tables(build())

@@ -9,8 +9,8 @@ custom_imports = dict(
     imports=['visionllama_mm', 'visionllama_mm.datasets'],
     allow_failed_imports=False)
 
-img_size = 32  # 28 px digits resized to 32: an 8 x 8 grid of 4 px patches
-patch_size = 4
+img_size = 28  # the 28 px digits as they are: a 4 x 4 grid of 7 px patches
+patch_size = 7
 embed_dims = 64
 max_epochs = 12
 
@@ -18,17 +18,18 @@ max_epochs = 12
 data_preprocessor = dict(
     num_classes=10, mean=[33.32], std=[78.57], to_rgb=False)
 train_pipeline = [
-    dict(type='Resize', scale=(img_size, img_size)),
     dict(type='RandomCrop', crop_size=img_size, padding=2),
     dict(type='PackInputs'),
 ]
+# tools/quickstart.py changes the Resize scale to test other resolutions
 test_pipeline = [
     dict(type='Resize', scale=(img_size, img_size)),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
     batch_size=64,
-    num_workers=0,
+    num_workers=1,  # prepares batches on the second core
+    persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type='visionllama_mm.MNIST5k', split='train', pipeline=train_pipeline))
@@ -85,7 +86,7 @@ param_scheduler = [
         eta_min=1e-5,
         convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=4)
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=6)
 val_cfg = dict()
 test_cfg = dict()
 
