@@ -130,6 +130,20 @@ def model_table(models: List[dict], from_dir: str, root: str) -> str:
     return '\n'.join(lines)
 
 
+USAGE = '\n'.join([
+    'Every row is an entry of `model-index.yml` (one `metafile.yml` per '
+    'config folder). List them with `python -m visionllama_mm.zoo list '
+    '[PATTERN]` (offline), or `mim search visionllama_mm` after '
+    '`mim install -e .`; `visionllama_mm.zoo.register_mmpretrain_models()` '
+    'makes the mmpretrain ones available to `mmpretrain.get_model` / '
+    '`list_models`. After `tools/test.py`, compare a run with the paper:',
+    '',
+    '```shell',
+    'python tools/analysis_tools/compare_with_paper.py CONFIG '
+    'work_dirs/<config name>',
+    '```',
+])
+
 FOOTNOTE = (
     '\\* unverified value (the spec recalls it; check the paper before '
     'quoting). Params and FLOPs are computed from our models by '
@@ -141,7 +155,7 @@ FOOTNOTE = (
 
 def readme_block(groups: List[dict], from_dir: str, root: str) -> str:
     """The generated block of the top-level README."""
-    parts = [NOTE, '']
+    parts = [NOTE, '', USAGE, '']
     for group in groups:
         coll = group['collection']
         title = coll['Name']
