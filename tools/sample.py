@@ -99,11 +99,25 @@ def load_weights(model, path, trusted=False):
                        f'{missing[:8]}, unexpected {unexpected[:8]}')
 
 
+def save_grid(images, path, nrow, padding=2):
+    """Write uint8 (N, 3, H, W) images as a PNG grid (white padding)."""
+    from PIL import Image
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    grid = np.full(
+        (rows * (h + padding) + padding, nrow * (w + padding) + padding, c),
+        255, np.uint8)
+    for i, img in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        r, col = divmod(i, nrow)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y:y + h, x:x + w] = img
+    Image.fromarray(grid).save(path)
+
+
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.registry import init_default_scope
     from mmengine.utils import ProgressBar
-    from torchvision.utils import save_image
 
     import visionllama_mm.generation  # noqa: F401  (registers the models)
     from visionllama_mm.registry import MODELS
@@ -156,11 +170,11 @@ def main(argv=None):
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
 
-    grid = images[:args.grid_max].float() / 255.
+    grid = images[:args.grid_max]
     nrow = args.nrow or (args.repeat if args.labels and args.repeat > 1 else
                          int(math.ceil(math.sqrt(len(grid)))))
     grid_path = osp.join(out_dir, 'samples.png')
-    save_image(grid, grid_path, nrow=nrow, padding=2, pad_value=1.)
+    save_grid(grid, grid_path, nrow)
     npz_path = osp.join(out_dir, f'samples_{n}.npz')
     np.savez(
         npz_path,

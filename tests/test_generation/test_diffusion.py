@@ -176,3 +176,19 @@ def test_sampler_is_deterministic_given_seed():
     assert a.shape == (2, 3, 4, 4)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert not torch.allclose(a, c)
+
+
+def test_schedule_agrees_with_mmagic_ddpm_scheduler():
+    """Our float64 tables equal mmagic's DDPM scheduler (which lacks the
+    respacing and the hybrid loss, hence diffusion.py)."""
+    schedulers = pytest.importorskip('mmagic.models.diffusion_schedulers')
+    s = schedulers.EditDDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule='linear',
+        variance_type='learned_range')
+    d = create_diffusion('')
+    torch.testing.assert_close(d.betas, torch.as_tensor(s.betas).double())
+    torch.testing.assert_close(d.alphas_cumprod,
+                               torch.as_tensor(s.alphas_cumprod).double())
