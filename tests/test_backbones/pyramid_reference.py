@@ -136,8 +136,7 @@ def lsa(x, H, W, sd, prefix, heads, ws=7):
     n = torch.arange(ws * ws)
     table = cis(n % ws, n // ws, d)
     out = attention(rotate(q, table), rotate(k, table), v)
-    out = out.permute(0, 1, 3, 2, 4).reshape(B, Hp // ws, Wp // ws, ws, ws,
-                                             C)
+    out = out.permute(0, 1, 3, 2, 4).reshape(B, Hp // ws, Wp // ws, ws, ws, C)
     out = out.permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)[:, :H, :W]
     return F.linear(
         out.reshape(B, N, C), sd[prefix + 'proj.weight'],
@@ -206,7 +205,8 @@ def reference_forward(sd,
             y = layer_norm(x, sd, b + 'norm2.')
             m = F.silu(F.linear(y, sd[b + 'mlp.c_fc1.weight'])) * F.linear(
                 y, sd[b + 'mlp.c_fc2.weight'])
-            x = x + sd[b + 'gamma_2'] * F.linear(m, sd[b + 'mlp.c_proj.weight'])
+            x = x + sd[b + 'gamma_2'] * F.linear(m,
+                                                 sd[b + 'mlp.c_proj.weight'])
         if dense:
             x = F.layer_norm(x, x.shape[-1:], eps=1e-5)
             outs.append(x.transpose(1, 2).reshape(B, -1, H, W))

@@ -212,6 +212,14 @@ class TestVisionLLaMA(TestCase):
             self.assertTrue(torch.isfinite(p.grad).all(), name)
             torch.testing.assert_close(p.grad, p_ref.grad)
 
+    def test_inference_mode_then_training(self):
+        model = VisionLLaMA(**self.cfg)
+        x = torch.randn(1, 3, 32, 32)
+        with torch.inference_mode():
+            model(x)
+        model(x)[0].sum().backward()  # no stale inference-mode RoPE table
+        self.assertIsNotNone(model.layers[0].attn.qkv.weight.grad)
+
     def test_init(self):
         model = VisionLLaMA(**self.cfg)
         model.init_weights()

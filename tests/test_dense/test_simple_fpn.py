@@ -65,16 +65,15 @@ def test_simple_fpn_shapes_and_names():
             norm_cfg=dict(type='LN2d', requires_grad=True)))
     x = torch.randn(2, 64, 8, 12)
     outs = neck((x, ))
-    assert [tuple(o.shape) for o in outs] == [(2, 24, 32, 48),
-                                              (2, 24, 16, 24),
+    assert [tuple(o.shape) for o in outs] == [(2, 24, 32, 48), (2, 24, 16, 24),
                                               (2, 24, 8, 12), (2, 24, 4, 6),
                                               (2, 24, 2, 3)]
     torch.testing.assert_close(neck(x)[0], outs[0])  # bare tensor input
     keys = set(neck.state_dict())
     for key in ('fpn1.0.weight', 'fpn1.1.weight', 'fpn1.3.weight',
                 'fpn2.0.weight', 'lateral_convs.0.conv.weight',
-                'lateral_convs.0.norm_layer.weight',
-                'fpn_convs.3.conv.weight', 'fpn_convs.3.norm_layer.bias'):
+                'lateral_convs.0.norm_layer.weight', 'fpn_convs.3.conv.weight',
+                'fpn_convs.3.norm_layer.bias'):
         assert key in keys, key
     # no conv bias next to a norm; no activation; GELU inside fpn1
     assert neck.lateral_convs[0].conv.bias is None

@@ -107,8 +107,8 @@ class TestLayerDecay(unittest.TestCase):
             'head.0.weight': 9,
         }
         for name, depth in expect_depth.items():
-            self.assertAlmostEqual(got[name][0], LR * rate**(9 - depth),
-                                   msg=name)
+            self.assertAlmostEqual(
+                got[name][0], LR * rate**(9 - depth), msg=name)
         self.assertEqual(got['backbone.blocks.3.0.gamma_1'][1], 0.)
         self.assertEqual(got['backbone.blocks.2.1.attn.sr.weight'][1], WD)
         with self.assertRaisesRegex(ValueError, 'reports 8 layers'):

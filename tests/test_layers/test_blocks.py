@@ -4,14 +4,14 @@ import torch
 import torch.nn.functional as F
 
 from visionllama_mm.layers import (DropPath, LayerScaleBlock,
-                                   RotaryEmbedding2D, SwiGLU,
-                                   VisionLLaMABlock, swiglu_hidden_dim)
+                                   RotaryEmbedding2D, SwiGLU, VisionLLaMABlock,
+                                   swiglu_hidden_dim)
 
 
 @pytest.mark.parametrize('dim,hidden', [(64, 256), (96, 256), (128, 512),
                                         (192, 512), (256, 768), (384, 1024),
-                                        (512, 1536), (768, 2048),
-                                        (1024, 2816), (1152, 3072)])
+                                        (512, 1536), (768, 2048), (1024, 2816),
+                                        (1152, 3072)])
 def test_llama_hidden_rule(dim, hidden):
     assert swiglu_hidden_dim(dim, 'llama') == hidden
 
@@ -62,8 +62,10 @@ def test_drop_path():
 def test_visionllama_block_names_and_drop_path_placement():
     blk = VisionLLaMABlock(32, 4, 64, drop_path=0.3)
     names = set(blk.state_dict())
-    assert {'ln1.weight', 'attn.qkv.weight', 'attn.proj.bias', 'ln2.bias',
-            'ffn.w12.weight', 'ffn.w12.bias', 'ffn.w3.weight'} <= names
+    assert {
+        'ln1.weight', 'attn.qkv.weight', 'attn.proj.bias', 'ln2.bias',
+        'ffn.w12.weight', 'ffn.w12.bias', 'ffn.w3.weight'
+    } <= names
     assert blk.drop_path.drop_prob == 0.3
     assert blk.ffn_drop_path.drop_prob == 0.  # official: attention only
     assert VisionLLaMABlock(
@@ -78,8 +80,10 @@ def test_visionllama_block_names_and_drop_path_placement():
 
 def test_layer_scale_block():
     blk = LayerScaleBlock(32, 4, 96, drop_path=0.1).eval()
-    assert {'norm1.weight', 'gamma_1', 'gamma_2', 'mlp.c_fc1.weight',
-            'mlp.c_fc2.weight', 'mlp.c_proj.weight'} <= set(blk.state_dict())
+    assert {
+        'norm1.weight', 'gamma_1', 'gamma_2', 'mlp.c_fc1.weight',
+        'mlp.c_fc2.weight', 'mlp.c_proj.weight'
+    } <= set(blk.state_dict())
     assert 'mlp.c_fc1.bias' not in blk.state_dict()
     assert torch.all(blk.gamma_1 == 1e-4)
     x = torch.randn(2, 6, 32)

@@ -4,9 +4,8 @@ import torch
 
 from visionllama_mm.layers.attention import RoPEAttention, scaled_dot_product
 from visionllama_mm.layers.rope import (RotaryEmbedding2D, anchor_scale,
-                                        apply_rope, gather_tables,
-                                        grid_coords, gsa_key_coords,
-                                        rope_frequencies)
+                                        apply_rope, gather_tables, grid_coords,
+                                        gsa_key_coords, rope_frequencies)
 
 
 def complex_reference(q, coords, head_dim, base=10000.):
@@ -51,10 +50,10 @@ def test_relative_offset_invariance(delta):
         return (rotate(q, pq) * rotate(k, pk)).sum()
 
     s0 = score(p, r)
-    torch.testing.assert_close(score(p + shift, r + shift), s0, atol=1e-5,
-                               rtol=1e-5)
-    torch.testing.assert_close(score(p - r, torch.zeros(1, 2)), s0,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        score(p + shift, r + shift), s0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        score(p - r, torch.zeros(1, 2)), s0, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('hw', [(4, 4), (3, 5), (7, 2)])
@@ -95,12 +94,14 @@ def test_parity_gsa_and_gather():
 def test_golden_layout():
     # d = 8, theta = (1, 0.01): base such that base ** (-4/8) = 0.01
     rope = RotaryEmbedding2D(8, base=1e4)
-    torch.testing.assert_close(rope_frequencies(8, 1e4),
-                               torch.tensor([1., 0.01]))
+    torch.testing.assert_close(
+        rope_frequencies(8, 1e4), torch.tensor([1., 0.01]))
     cos, sin = rope.tables(torch.tensor([[3., 5.]]))
     angles = torch.atan2(sin, cos)[0, 0::2]
-    torch.testing.assert_close(angles, torch.tensor([3., 5., .03, .05]) -
-                               torch.tensor([0., 2 * torch.pi, 0., 0.]))
+    torch.testing.assert_close(
+        angles,
+        torch.tensor([3., 5., .03, .05]) -
+        torch.tensor([0., 2 * torch.pi, 0., 0.]))
     cos2, _ = rope.tables(torch.tensor([[4., 5.]]))
     changed = (cos2 != cos)[0].unflatten(-1, (-1, 2))[:, 0]
     assert changed.tolist() == [True, False, True, False]
@@ -128,30 +129,36 @@ def test_grid_coords_and_anchor():
 
 # spec §5.4 worked table: official (x, y) and centroid (x, y) at 224 input
 GSA_TABLE = {
-    (56, 8): {0: ((0.875, 0.875), (3.5, 3.5)),
-              1: ((8.875, 0.875), (11.5, 3.5)),
-              6: ((48.875, 0.875), (51.5, 3.5)),
-              7: ((56.875, 0.875), (3.5, 11.5)),
-              14: ((112.875, 0.875), (3.5, 19.5)),
-              27: ((216.875, 0.875), (51.5, 27.5)),
-              28: ((224.875, 0.875), (3.5, 35.5)),
-              48: ((384.875, 0.875), (51.5, 51.5))},
-    (28, 4): {0: ((0.75, 0.75), (1.5, 1.5)),
-              1: ((4.75, 0.75), (5.5, 1.5)),
-              6: ((24.75, 0.75), (25.5, 1.5)),
-              7: ((28.75, 0.75), (1.5, 5.5)),
-              14: ((56.75, 0.75), (1.5, 9.5)),
-              27: ((108.75, 0.75), (25.5, 13.5)),
-              28: ((0.75, 4.75), (1.5, 17.5)),
-              48: ((80.75, 4.75), (25.5, 25.5))},
-    (14, 2): {0: ((0.5, 0.5), (0.5, 0.5)),
-              1: ((2.5, 0.5), (2.5, 0.5)),
-              6: ((12.5, 0.5), (12.5, 0.5)),
-              7: ((14.5, 0.5), (0.5, 2.5)),
-              14: ((0.5, 2.5), (0.5, 4.5)),
-              27: ((26.5, 2.5), (12.5, 6.5)),
-              28: ((0.5, 4.5), (0.5, 8.5)),
-              48: ((12.5, 6.5), (12.5, 12.5))},
+    (56, 8): {
+        0: ((0.875, 0.875), (3.5, 3.5)),
+        1: ((8.875, 0.875), (11.5, 3.5)),
+        6: ((48.875, 0.875), (51.5, 3.5)),
+        7: ((56.875, 0.875), (3.5, 11.5)),
+        14: ((112.875, 0.875), (3.5, 19.5)),
+        27: ((216.875, 0.875), (51.5, 27.5)),
+        28: ((224.875, 0.875), (3.5, 35.5)),
+        48: ((384.875, 0.875), (51.5, 51.5))
+    },
+    (28, 4): {
+        0: ((0.75, 0.75), (1.5, 1.5)),
+        1: ((4.75, 0.75), (5.5, 1.5)),
+        6: ((24.75, 0.75), (25.5, 1.5)),
+        7: ((28.75, 0.75), (1.5, 5.5)),
+        14: ((56.75, 0.75), (1.5, 9.5)),
+        27: ((108.75, 0.75), (25.5, 13.5)),
+        28: ((0.75, 4.75), (1.5, 17.5)),
+        48: ((80.75, 4.75), (25.5, 25.5))
+    },
+    (14, 2): {
+        0: ((0.5, 0.5), (0.5, 0.5)),
+        1: ((2.5, 0.5), (2.5, 0.5)),
+        6: ((12.5, 0.5), (12.5, 0.5)),
+        7: ((14.5, 0.5), (0.5, 2.5)),
+        14: ((0.5, 2.5), (0.5, 4.5)),
+        27: ((26.5, 2.5), (12.5, 6.5)),
+        28: ((0.5, 4.5), (0.5, 8.5)),
+        48: ((12.5, 6.5), (12.5, 12.5))
+    },
 }
 
 
@@ -165,10 +172,10 @@ def test_gsa_key_coords_worked_table(stage):
         assert tuple(off[j].tolist()) == o
         assert tuple(cen[j].tolist()) == c
     # s = 1: both mappings are the plain grid
-    torch.testing.assert_close(gsa_key_coords(7, 7, 1, 'official'),
-                               grid_coords(7, 7))
-    torch.testing.assert_close(gsa_key_coords(7, 7, 1, 'centroid'),
-                               grid_coords(7, 7))
+    torch.testing.assert_close(
+        gsa_key_coords(7, 7, 1, 'official'), grid_coords(7, 7))
+    torch.testing.assert_close(
+        gsa_key_coords(7, 7, 1, 'centroid'), grid_coords(7, 7))
 
 
 @pytest.mark.parametrize('H,s,rows,max_x,lo,hi', [
@@ -215,8 +222,8 @@ def test_autocast_and_half():
     q = torch.randn(1, 2, 15, 16)
     out_bf = apply_rope(q.bfloat16(), cos, sin)
     assert out_bf.dtype == torch.bfloat16
-    torch.testing.assert_close(out_bf.float(), apply_rope(q, cos, sin),
-                               atol=3e-2, rtol=2e-2)
+    torch.testing.assert_close(
+        out_bf.float(), apply_rope(q, cos, sin), atol=3e-2, rtol=2e-2)
 
 
 def test_autograd_safety():
@@ -237,7 +244,8 @@ def test_no_persistence():
     assert len(rope.state_dict()) == 0
     attn = RoPEAttention(16, 2)
     assert set(attn.state_dict()) == {
-        'qkv.weight', 'qkv.bias', 'proj.weight', 'proj.bias'}
+        'qkv.weight', 'qkv.bias', 'proj.weight', 'proj.bias'
+    }
 
 
 def test_prefix_tokens_untouched():
@@ -272,4 +280,6 @@ def test_attention_fused_equals_manual():
     q, k, v = torch.randn(3, 2, 2, 5, 8).unbind(0)
     torch.testing.assert_close(
         scaled_dot_product(q, k, v, fused=True),
-        scaled_dot_product(q, k, v, fused=False), atol=1e-5, rtol=1e-5)
+        scaled_dot_product(q, k, v, fused=False),
+        atol=1e-5,
+        rtol=1e-5)

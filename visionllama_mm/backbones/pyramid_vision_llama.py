@@ -57,8 +57,7 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from visionllama_mm.layers.attention import (scaled_dot_product,
-                                             use_fused_attn)
+from visionllama_mm.layers.attention import scaled_dot_product, use_fused_attn
 from visionllama_mm.layers.blocks import LayerScaleBlock
 from visionllama_mm.layers.rope import (GSA_KEY_POS, RotaryEmbedding2D,
                                         anchor_scale, apply_rope)
@@ -465,8 +464,7 @@ class PyramidVisionLLaMA(BaseModule):
         self.num_classes = num_classes
         self.gsa_key_pos = gsa_key_pos
         self.auto_scale = auto_scale
-        self.as_base_size = self._parse_per_stage('as_base_size',
-                                                  as_base_size)
+        self.as_base_size = self._parse_per_stage('as_base_size', as_base_size)
         self.anchor_mode = anchor_mode
         self.with_cp = with_cp
         if num_classes > 0 and not final_norm:
@@ -630,8 +628,8 @@ class PyramidVisionLLaMA(BaseModule):
         reported as missing by the loader).
         """
         dropped = []
-        for name, absent in (('norm.', self.norm is None),
-                             ('head.', self.head is None)):
+        for name, absent in (('norm.', self.norm is None), ('head.', self.head
+                                                            is None)):
             if not absent:
                 continue
             for key in [k for k in state_dict if k.startswith(prefix + name)]:
@@ -795,9 +793,9 @@ class PyramidVisionLLaMA(BaseModule):
     def forward_features(self, x: Tensor) -> Tensor:
         """Last-stage tokens (B, N, C), after ``norm`` when built."""
         for k in range(self.num_stages):
-            if k > 0:
-                x = self._to_nchw(x, hw_shape)
             x, hw_shape = self.forward_stage(k, x)
+            if k < self.num_stages - 1:
+                x = self._to_nchw(x, hw_shape)
         return self.norm(x) if self.norm is not None else x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -842,6 +840,8 @@ class PyramidVisionLLaMADET(PyramidVisionLLaMA):
 # Checkpoints
 # ---------------------------------------------------------------------------
 
+_PYRAMID_KEYS = ('patch_embeds.', 'blocks.', 'norm.', 'norm_list.', 'head.')
+
 
 def checkpoint_filter_fn(state_dict: Dict[str, Tensor],
                          fmt: str = 'mmpretrain') -> Dict[str, Tensor]:
@@ -879,8 +879,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor],
             key = key[len('backbone.'):]
         elif key.startswith('head.fc.'):
             key = 'head.' + key[len('head.fc.'):]
-        elif not key.startswith(('patch_embeds.', 'blocks.', 'norm.',
-                                 'norm_list.', 'head.')):
+        elif not key.startswith(_PYRAMID_KEYS):
             continue  # e.g. decode heads / necks of a dense checkpoint
         plain[key] = value.detach().clone()
     if fmt == 'timm':

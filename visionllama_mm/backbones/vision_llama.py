@@ -38,9 +38,75 @@ from visionllama_mm.layers import (RotaryEmbedding2D, VisionLLaMABlock,
                                    swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
 
-__all__ = ['PatchEmbed', 'VisionLLaMA']
+__all__ = [
+    'PatchEmbed', 'VisionLLaMA', 'check_image_input', 'parse_arch',
+    'parse_out_indices', 'parse_norm_cfg'
+]
 
 Tables = Tuple[Tensor, Tensor]
+
+
+def check_image_input(x: Tensor, in_channels: int, patch_size: int) -> None:
+    """Raise a ValueError for a wrong input rank, channel count or size."""
+    if x.dim() != 4:
+        raise ValueError('expected images of shape (B, C, H, W), got a '
+                         f'tensor of shape {tuple(x.shape)}')
+    if x.shape[1] != in_channels:
+        raise ValueError(f'the input has {x.shape[1]} channels but the '
+                         f'backbone was built with in_channels={in_channels}')
+    h, w = x.shape[-2:]
+    if h % patch_size or w % patch_size:
+        raise ValueError(f'the input size {h}x{w} (HxW) must be divisible '
+                         f'by patch_size={patch_size}')
+
+
+def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
+               essential_keys: Sequence[str]) -> dict:
+    """Look ``arch`` up in ``arch_zoo`` or validate a custom arch dict."""
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in arch_zoo:
+            raise ValueError(f'arch must be one of {sorted(arch_zoo)} or a '
+                             f'dict, got {arch!r}')
+        return dict(arch_zoo[key])
+    if not isinstance(arch, dict) or not set(essential_keys) <= set(arch):
+        raise ValueError('a custom arch must be a dict with the keys '
+                         f'{list(essential_keys)}, got {arch!r}')
+    return dict(arch)
+
+
+def parse_out_indices(out_indices: Union[int, Sequence[int]],
+                      num_layers: int) -> List[int]:
+    """Normalise ``out_indices`` (negative from the end) and validate it."""
+    if isinstance(out_indices, int):
+        out_indices = [out_indices]
+    if not isinstance(out_indices, Sequence):
+        raise ValueError('out_indices must be an int or a sequence of ints, '
+                         f'got {type(out_indices).__name__}')
+    parsed = []
+    for index in out_indices:
+        i = index + num_layers if index < 0 else index
+        if not 0 <= i < num_layers:
+            raise ValueError(f'out_indices entry {index} is out of range for '
+                             f'{num_layers} layers (allowed: {-num_layers} '
+                             f'.. {num_layers - 1})')
+        parsed.append(i)
+    return parsed
+
+
+def parse_norm_cfg(norm_cfg: dict) -> float:
+    """Validate a LayerNorm ``norm_cfg`` and return its eps."""
+    norm_cfg = dict(norm_cfg)
+    norm_type = norm_cfg.pop('type', 'LN')
+    if norm_type not in ('LN', 'LayerNorm'):
+        raise ValueError("norm_cfg type must be 'LN' (LayerNorm is the only "
+                         f'norm of VisionLLaMA), got {norm_type!r}')
+    eps = norm_cfg.pop('eps', 1e-5)
+    norm_cfg.pop('requires_grad', None)
+    if norm_cfg:
+        raise ValueError(f'unsupported norm_cfg keys {sorted(norm_cfg)} '
+                         "(allowed: 'type', 'eps')")
+    return float(eps)
 
 
 class PatchEmbed(nn.Module):
@@ -75,21 +141,6 @@ class PatchEmbed(nn.Module):
             stride=patch_size,
             bias=bias)
 
-    def check_input(self, x: Tensor) -> None:
-        """Raise a ValueError for a wrong input rank, channels or size."""
-        if x.dim() != 4:
-            raise ValueError('expected images of shape (B, C, H, W), got a '
-                             f'tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'the input has {x.shape[1]} channels but the '
-                             f'backbone was built with in_channels='
-                             f'{self.in_channels}')
-        h, w = x.shape[-2:]
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f'the input size {h}x{w} (HxW) must be '
-                             f'divisible by patch_size={p}')
-
     def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """Embed (B, C, H, W) images as (B, N, embed_dims) tokens.
 
@@ -97,7 +148,7 @@ class PatchEmbed(nn.Module):
             tuple: Tokens (B, N, C) in raster order and the token grid
             (H / patch, W / patch).
         """
-        self.check_input(x)
+        check_image_input(x, self.in_channels, self.patch_size)
         x = self.projection(x)
         hw = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), hw
@@ -232,7 +283,8 @@ class VisionLLaMA(BaseModule):
                  layer_cfgs: Union[dict, Sequence[dict]] = dict(),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+        self.arch_settings = parse_arch(arch, self.arch_zoo,
+                                        self.ESSENTIAL_KEYS)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
         self.num_heads = self.arch_settings['num_heads']
@@ -252,7 +304,7 @@ class VisionLLaMA(BaseModule):
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
         self.out_type = out_type
-        self.norm_eps = self._parse_norm_cfg(norm_cfg)
+        self.norm_eps = parse_norm_cfg(norm_cfg)
         self.ffn_hidden_rule = ffn_hidden_rule
         self.ffn_hidden = swiglu_hidden_dim(
             self.embed_dims,
@@ -278,7 +330,7 @@ class VisionLLaMA(BaseModule):
             anchor_mode=anchor_mode)
         self.as_anchor = as_anchor
 
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = parse_out_indices(out_indices, self.num_layers)
 
         if isinstance(layer_cfgs, dict):
             layer_cfgs = [layer_cfgs] * self.num_layers
@@ -287,7 +339,11 @@ class VisionLLaMA(BaseModule):
                              f'{self.num_layers} layers')
         self.qkv_bias = qkv_bias
         self.ffn_drop_path = ffn_drop_path
-        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        # linear stochastic-depth schedule (plain floats: works on 'meta')
+        dpr = [
+            drop_path_rate * i / max(self.num_layers - 1, 1)
+            for i in range(self.num_layers)
+        ]
         self.layers = nn.ModuleList([
             self._build_layer(i, dpr[i], dict(layer_cfgs[i]))
             for i in range(self.num_layers)
@@ -309,55 +365,6 @@ class VisionLLaMA(BaseModule):
     # ------------------------------------------------------------------
     # construction helpers
     # ------------------------------------------------------------------
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(f'arch must be one of '
-                                 f'{sorted(cls.arch_zoo)} or a dict, got '
-                                 f'{arch!r}')
-            return dict(cls.arch_zoo[key])
-        if not isinstance(arch, dict) or not set(
-                cls.ESSENTIAL_KEYS) <= set(arch):
-            raise ValueError('a custom arch must be a dict with the keys '
-                             f'{list(cls.ESSENTIAL_KEYS)} (optional: '
-                             f'feedforward_channels), got {arch!r}')
-        return dict(arch)
-
-    @staticmethod
-    def _parse_norm_cfg(norm_cfg: dict) -> float:
-        norm_cfg = dict(norm_cfg)
-        norm_type = norm_cfg.pop('type', 'LN')
-        if norm_type not in ('LN', 'LayerNorm'):
-            raise ValueError("norm_cfg type must be 'LN' (LayerNorm is the "
-                             f'only norm of VisionLLaMA), got {norm_type!r}')
-        eps = norm_cfg.pop('eps', 1e-5)
-        norm_cfg.pop('requires_grad', None)
-        if norm_cfg:
-            raise ValueError(f'unsupported norm_cfg keys {sorted(norm_cfg)}'
-                             " (allowed: 'type', 'eps')")
-        return float(eps)
-
-    def _parse_out_indices(self,
-                           out_indices: Union[int,
-                                              Sequence[int]]) -> List[int]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        if not isinstance(out_indices, Sequence):
-            raise ValueError('out_indices must be an int or a sequence of '
-                             f'ints, got {type(out_indices).__name__}')
-        parsed = []
-        for index in out_indices:
-            i = index + self.num_layers if index < 0 else index
-            if not 0 <= i < self.num_layers:
-                raise ValueError(
-                    f'out_indices entry {index} is out of range for '
-                    f'{self.num_layers} layers (allowed: '
-                    f'{-self.num_layers} .. {self.num_layers - 1})')
-            parsed.append(i)
-        return parsed
-
     def _build_layer(self, index: int, drop_path: float,
                      layer_cfg: dict) -> nn.Module:
         """Build block ``index``; subclasses override for other blocks."""

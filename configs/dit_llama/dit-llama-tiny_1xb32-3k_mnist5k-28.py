@@ -1,0 +1,20 @@
+# A small DiT-LLaMA (learned variance, hybrid loss) trained in pixel space on
+# the 5k real MNIST digits (CPU, minutes).
+_base_ = ['../_base_/mnist5k_pixel.py']
+
+model = dict(
+    type='visionllama_mm.DiTLLaMA',
+    arch=dict(
+        input_size=28,
+        patch_size=4,
+        in_channels=1,
+        hidden_size=64,
+        depth=4,
+        num_heads=2,
+        num_classes=10,
+        class_dropout_prob=0.1,
+        learn_sigma=True,
+        cfg_channels=None),
+    diffusion_steps=1000,
+    sample_cfg=dict(num_steps=100, cfg_scale=2.0),
+    data_preprocessor={{_base_.data_preprocessor}})

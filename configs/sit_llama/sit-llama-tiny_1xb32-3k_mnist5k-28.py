@@ -1,0 +1,20 @@
+# A small SiT-LLaMA trained in pixel space on the 5k real MNIST digits
+# (CPU, minutes). Sample a grid with tools/sample.py --labels 0 1 ... 9.
+_base_ = ['../_base_/mnist5k_pixel.py']
+
+model = dict(
+    type='visionllama_mm.SiTLLaMA',
+    arch=dict(
+        input_size=28,
+        patch_size=4,  # 7 x 7 tokens
+        in_channels=1,
+        hidden_size=64,
+        depth=4,
+        num_heads=2,
+        num_classes=10,
+        class_dropout_prob=0.1,
+        learn_sigma=False,
+        cfg_channels=None),  # guide the single channel
+    transport=dict(path='linear', prediction='velocity'),
+    sample_cfg=dict(mode='sde', num_steps=100, cfg_scale=2.0),
+    data_preprocessor={{_base_.data_preprocessor}})

@@ -1,0 +1,178 @@
+"""DiT Gaussian diffusion: schedule, respacing, hybrid loss, DDPM sampler."""
+import math
+
+import pytest
+import torch
+
+from visionllama_mm.generation.diffusion import (GaussianDiffusion,
+                                                 create_diffusion,
+                                                 linear_beta_schedule,
+                                                 space_timesteps)
+
+
+def test_linear_schedule():
+    b = linear_beta_schedule(1000)
+    assert b.dtype == torch.float64 and b.shape == (1000, )
+    assert b[0].item() == pytest.approx(1e-4)
+    assert b[-1].item() == pytest.approx(0.02)
+    assert torch.allclose(b[1:] - b[:-1], (b[1] - b[0]).expand(999))
+    # rescaled for other lengths: 1000 / T
+    assert linear_beta_schedule(100)[0].item() == pytest.approx(1e-3)
+
+
+def test_space_timesteps():
+    keep = space_timesteps(1000, '250')
+    stride = 999 / 249
+    assert keep == sorted({round(i * stride) for i in range(250)})
+    assert len(keep) == 250 and keep[0] == 0 and keep[-1] == 999
+    assert space_timesteps(1000, 250) == keep
+    assert space_timesteps(100, 'ddim10') == list(range(0, 100, 10))
+    assert space_timesteps(300, '10,15,20')[:2] == [0, 11]
+    assert len(space_timesteps(300, [10, 15, 20])) == 45
+    with pytest.raises(ValueError, match='cannot divide'):
+        space_timesteps(10, '20')
+
+
+def test_respaced_process_keeps_cumulative_products():
+    base = create_diffusion('')
+    assert base.num_timesteps == 1000
+    assert base.timestep_map.tolist() == list(range(1000))
+    torch.testing.assert_close(base.betas, linear_beta_schedule(1000))
+    spaced = create_diffusion('250')
+    keep = space_timesteps(1000, 250)
+    assert spaced.num_timesteps == 250
+    assert spaced.timestep_map.tolist() == keep
+    torch.testing.assert_close(spaced.alphas_cumprod,
+                               base.alphas_cumprod[keep])
+    assert spaced.var_type == 'learned_range'
+    assert create_diffusion('10', learn_sigma=False).var_type == 'fixed_large'
+    with pytest.raises(ValueError, match='noise_schedule'):
+        create_diffusion('', noise_schedule='cosine')
+    with pytest.raises(ValueError, match='var_type'):
+        GaussianDiffusion(linear_beta_schedule(10), var_type='learned')
+
+
+def test_posterior_tables_match_formulas():
+    d = create_diffusion('')
+    b = d.betas
+    ac = torch.cumprod(1 - b, 0)
+    acp = torch.cat([torch.ones(1, dtype=b.dtype), ac[:-1]])
+    var = b * (1 - acp) / (1 - ac)
+    torch.testing.assert_close(d.posterior_variance, var)
+    assert d.posterior_log_variance_clipped[0] == var[1].log()
+    torch.testing.assert_close(d.posterior_log_variance_clipped[1:],
+                               var[1:].log())
+
+
+class Spy:
+    """Records the timesteps the network sees; returns fixed outputs."""
+
+    def __init__(self, out_fn):
+        self.ts = []
+        self.out_fn = out_fn
+
+    def __call__(self, x, t, **kwargs):
+        self.ts.append(t.clone())
+        return self.out_fn(x, t, **kwargs)
+
+
+def test_network_sees_original_timesteps():
+    d = create_diffusion('10')
+    spy = Spy(
+        lambda x, t: torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:]))
+    d.p_sample_loop(spy, (2, 1, 2, 2), generator=torch.Generator())
+    seen = [int(t[0]) for t in spy.ts]
+    assert seen == space_timesteps(1000, 10)[::-1]
+    assert len(seen) == 10
+
+
+def test_hybrid_loss_matches_formula():
+    torch.manual_seed(0)
+    d = create_diffusion('')
+    x0 = torch.rand(3, 2, 4, 4) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 10, 999])
+    eps_pred = torch.randn_like(x0, requires_grad=True)
+    v = (torch.rand_like(x0) * 2 - 1).requires_grad_()
+
+    def model(x, ts):
+        return torch.cat([eps_pred, v], dim=1)
+
+    terms = d.training_losses(model, x0, t, noise)
+    mse = ((noise - eps_pred)**2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(terms['mse'], mse)
+    # vb written out for t > 0: KL(q posterior || p) in bits
+    b = d.betas
+    ac = torch.cumprod(1 - b, 0)
+    acp = torch.cat([torch.ones(1, dtype=b.dtype), ac[:-1]])
+    for i in (1, 2):
+        ti = int(t[i])
+        xt = ac[ti].sqrt() * x0[i] + (1 - ac[ti]).sqrt() * noise[i]
+        c1 = b[ti] * acp[ti].sqrt() / (1 - ac[ti])
+        c2 = (1 - acp[ti]) * (1 - b[ti]).sqrt() / (1 - ac[ti])
+        true_mean = c1 * x0[i] + c2 * xt
+        true_logvar = (b[ti] * (1 - acp[ti]) / (1 - ac[ti])).log()
+        x0_hat = (xt - (1 - ac[ti]).sqrt() * eps_pred[i]) / ac[ti].sqrt()
+        mean = c1 * x0_hat + c2 * xt
+        frac = (v[i] + 1) / 2
+        logvar = frac * b[ti].log() + (1 - frac) * true_logvar
+        kl = 0.5 * (-1 + logvar - true_logvar + (true_logvar - logvar).exp() +
+                    (true_mean - mean)**2 * (-logvar).exp())
+        expected = kl.mean() / math.log(2)
+        assert terms['vb'][i].item() == pytest.approx(
+            expected.item(), rel=1e-4)
+    assert terms['vb'][0] > 0  # decoder NLL at t = 0
+    torch.testing.assert_close(terms['loss'], terms['mse'] + terms['vb'])
+    # the bound trains only the variance: no vb gradient into eps
+    eps_pred.grad = None
+    terms['vb'].sum().backward()
+    assert eps_pred.grad is None or eps_pred.grad.abs().max() == 0
+    assert v.grad.abs().max() > 0
+
+
+def test_fixed_variance_has_mse_only():
+    d = create_diffusion('', learn_sigma=False)
+    x0 = torch.randn(2, 1, 2, 2)
+    terms = d.training_losses(lambda x, t: torch.zeros_like(x), x0)
+    assert set(terms) == {'loss', 'mse'}
+    with pytest.raises(ValueError, match='output channels'):
+        create_diffusion('10').p_mean_variance(
+            lambda x, t: x, x0, torch.zeros(2, dtype=torch.long))
+
+
+def oracle_eps(d, c):
+    """Exact eps for data concentrated at c (x_t = sqrt(ab) c + ...)."""
+
+    def model(x, ts):
+        ab = d_base.alphas_cumprod[ts].float().view(-1, 1, 1, 1)
+        eps = (x - ab.sqrt() * c) / (1 - ab).sqrt()
+        return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+
+    d_base = create_diffusion('')
+    return model
+
+
+@pytest.mark.parametrize('respacing', ['250', '25'])
+def test_sampler_recovers_point_mass(respacing):
+    d = create_diffusion(respacing)
+    c = torch.tensor([0.5, -0.25]).view(1, 2, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    out = d.p_sample_loop(oracle_eps(d, c), (4, 2, 1, 1), generator=g)
+    torch.testing.assert_close(out, c.expand(4, 2, 1, 1), atol=1e-3, rtol=0)
+
+
+def test_sampler_is_deterministic_given_seed():
+    d = create_diffusion('20')
+
+    def model(x, t):
+        return torch.cat([0.1 * x, torch.zeros_like(x)], dim=1)
+
+    a = d.p_sample_loop(
+        model, (2, 3, 4, 4), generator=torch.Generator().manual_seed(7))
+    b = d.p_sample_loop(
+        model, (2, 3, 4, 4), generator=torch.Generator().manual_seed(7))
+    c = d.p_sample_loop(
+        model, (2, 3, 4, 4), generator=torch.Generator().manual_seed(8))
+    assert a.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.allclose(a, c)
