@@ -29,13 +29,13 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 QS = osp.join(ROOT, 'configs', 'quickstart')
 CONFIGS = {
     'upernet_plain':
-    'upernet_visionllama-tiny-p16_1xb4-2k_nuclei-256x256.py',
+    'upernet_visionllama-tiny-p8_1xb4-1k_nuclei-128x128.py',
     'upernet_pyramid':
-    'upernet_pyramid-visionllama-tiny_1xb4-2k_nuclei-256x256.py',
+    'upernet_pyramid-visionllama-tiny_1xb4-1k_nuclei-128x128.py',
     'mask_rcnn_pyramid':
-    'mask-rcnn_pyramid-visionllama-tiny_fpn_1xb2-2k_nuclei-256x256.py',
+    'mask-rcnn_pyramid-visionllama-tiny_fpn_1xb2-1k_nuclei-256x256.py',
     'vitdet_plain':
-    'vitdet_mask-rcnn_visionllama-tiny-p16_1xb2-2k_nuclei-256x256.py',
+    'vitdet_mask-rcnn_visionllama-tiny-p16_1xb2-1k_nuclei-256x256.py',
 }
 SEG = ('upernet_plain', 'upernet_pyramid')
 # slow-run length (forward iterations) per model

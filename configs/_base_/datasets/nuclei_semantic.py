@@ -2,12 +2,12 @@
 # 512 x 512 image with 125 hand-labelled nuclei that ships in the stardist
 # wheel, tiled into an ADE20K-style folder layout by
 #   python tools/dataset_converters/prepare_nuclei.py   (-> data/nuclei)
-# The 128 x 128 tiles are upsampled to 256 x 256 (nuclei ~ 48 px wide).
+# Tiles are 128 x 128 (nuclei ~ 24 px wide).
 dataset_type = 'BaseSegDataset'
 data_root = 'data/nuclei/semantic'
 metainfo = dict(
     classes=('background', 'nucleus'), palette=[[0, 0, 0], [255, 64, 64]])
-crop_size = (256, 256)
+crop_size = (128, 128)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=False),

@@ -54,7 +54,12 @@ model = dict(
             in_channels=channels,
             conv_out_channels=channels,
             num_classes=1,
-            norm_cfg=norm_cfg)))
+            norm_cfg=norm_cfg)),
+    # fewer proposals / sampled RoIs than the COCO recipe (CPU-sized)
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
 # large-scale jitter at 256 (the 1024 recipe scaled down)
 train_pipeline = [
@@ -99,7 +104,7 @@ optim_wrapper = dict(
         type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.1),
     clip_grad=dict(max_norm=5.0))
 
-max_iters = 2000
+max_iters = 1000
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
@@ -114,13 +119,13 @@ train_cfg = dict(
     _delete_=True,
     type='IterBasedTrainLoop',
     max_iters=max_iters,
-    val_interval=500)
+    val_interval=250)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
+        type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
 custom_hooks = [dict(type='visionllama_mm.Fp16CompressionHook')]
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

@@ -30,7 +30,12 @@ model = dict(
             in_channels=channels, fc_out_channels=256, num_classes=1),
         mask_roi_extractor=dict(out_channels=channels),
         mask_head=dict(
-            in_channels=channels, conv_out_channels=channels, num_classes=1)))
+            in_channels=channels, conv_out_channels=channels, num_classes=1)),
+    # fewer proposals / sampled RoIs than the COCO recipe (CPU-sized)
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
 optim_wrapper = dict(
     type='OptimWrapper',
@@ -39,7 +44,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(custom_keys=dict(norm=dict(decay_mult=0.))),
     clip_grad=dict(max_norm=5.0))
 
-max_iters = 2000
+max_iters = 1000
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
@@ -54,12 +59,12 @@ train_cfg = dict(
     _delete_=True,
     type='IterBasedTrainLoop',
     max_iters=max_iters,
-    val_interval=500)
+    val_interval=250)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=1))
+        type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
