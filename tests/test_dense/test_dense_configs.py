@@ -46,8 +46,8 @@ SLOW = ('visionllama-large-p16', )
 
 def config_params():
     return [
-        pytest.param(
-            p, marks=pytest.mark.slow) if any(s in p for s in SLOW) else p
+        pytest.param(p, marks=pytest.mark.slow) if any(s in p
+                                                       for s in SLOW) else p
         for p in CONFIGS
     ]
 
