@@ -104,8 +104,8 @@ def evaluate(name, ckpt, workdir, cwd):
         str(workdir), '--cfg-options', 'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False'
     ], cwd)
-    files = sorted(glob.glob(osp.join(workdir, '*', '*.json')))
-    assert files, f'no metrics json under {workdir}'
+    files = sorted(glob.glob(osp.join(workdir, '*', 'metrics.json')))
+    assert files, f'no metrics.json under {workdir}'
     with open(files[-1]) as f:
         metrics = json.load(f)
     if name in SEG:
