@@ -316,6 +316,19 @@ class TestPyramidVisionLLaMA(TestCase):
         for a, b in zip(fused, manual):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
+    def test_bf16_autocast(self):
+        """RoPE stays fp32 under autocast; bf16 close to fp32."""
+        torch.manual_seed(0)
+        x = torch.randn(1, 3, 64, 64)
+        model = PyramidVisionLLaMADET(**self.cfg).eval()
+        with torch.no_grad():
+            ref = model(x)
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                low = model(x)
+        for a, b in zip(low, ref):
+            self.assertTrue(torch.isfinite(a).all())
+            torch.testing.assert_close(a.float(), b, atol=0.1, rtol=0.1)
+
     def test_window_padding_mask(self):
         """Masked LSA on a grid smaller than one window = full attention."""
         torch.manual_seed(0)

@@ -130,12 +130,17 @@ class LayerScaleBlock(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
+    def _residual(self, x: Tensor, gamma: Optional[Tensor],
+                  branch: Tensor) -> Tensor:
+        """``x + DropPath(gamma * branch)``."""
+        if gamma is None:
+            return x + self.drop_path(branch)
+        if not self.training or self.drop_path.drop_prob == 0.:
+            # one fused pass instead of a multiply and an add
+            return torch.addcmul(x, gamma, branch)
+        return x + self.drop_path(gamma * branch)
+
     def forward(self, x: Tensor, **attn_kwargs) -> Tensor:
-        a = self.attn(self.norm1(x), **attn_kwargs)
-        if self.gamma_1 is not None:
-            a = self.gamma_1 * a
-        x = x + self.drop_path(a)
-        m_in = self.mlp(self.norm2(x))
-        if self.gamma_2 is not None:
-            m_in = self.gamma_2 * m_in
-        return x + self.drop_path(m_in)
+        x = self._residual(x, self.gamma_1,
+                           self.attn(self.norm1(x), **attn_kwargs))
+        return self._residual(x, self.gamma_2, self.mlp(self.norm2(x)))
