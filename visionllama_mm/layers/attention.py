@@ -11,7 +11,6 @@ The scale is always ``head_dim ** -0.5`` (no ``qk_scale``: the upstream
 import os
 from typing import Optional, Tuple
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor

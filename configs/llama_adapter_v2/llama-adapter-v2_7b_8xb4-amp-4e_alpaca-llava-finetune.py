@@ -1,0 +1,53 @@
+# LLaMA-Adapter V2 multimodal 7B, instruction finetuning phase (the released
+# recipe, spec §3): only LLaMA's norms and biases are trained (plus LoRA with
+# w_lora=True), starting from the pretraining result (load_from).
+# Data: a YAML file with META: [alpaca_gpt4_data.json, llava_instruct.json,
+# ...]: Alpaca records are text-only (a zero image), LLaVA records use their
+# first turn. Released recipe: 8 GPUs x 4, lr 1e-3 * 32 / 256, weight decay
+# 0.02, 4 epochs with 1 warmup epoch, max_words 512.
+_base_ = './llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain.py'
+
+load_from = 'work_dirs/llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain/epoch_3.pth'  # noqa: E501
+
+model = dict(phase='finetune', task='chat', max_words=512)
+
+train_pipeline = [
+    dict(type='visionllama_mm.LoadImageOrBlank', size=224),
+    dict(
+        type='RandomResizedCrop',
+        scale=224,
+        crop_ratio_range=(0.9, 1.0),
+        aspect_ratio_range=(0.75, 1.3333),
+        interpolation='bicubic',
+        backend='pillow'),
+    dict(
+        type='PackInputs',
+        algorithm_keys=['question', 'input', 'gt_answer', 'text_only'],
+        meta_keys=['image_id']),
+]
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='visionllama_mm.LLaMAAdapterInstructionDataset',
+        data_root='data/llama_adapter',
+        ann_file='finetune.yaml',
+        pipeline=train_pipeline))
+
+optim_wrapper = dict(optimizer=dict(lr=1e-3 * 32 / 256, weight_decay=0.02))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-6,
+        by_epoch=True,
+        begin=0,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=0.0,
+        by_epoch=True,
+        begin=1,
+        end=4,
+        convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=4)

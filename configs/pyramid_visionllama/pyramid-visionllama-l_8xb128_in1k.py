@@ -1,0 +1,6 @@
+# Pyramid VisionLLaMA-L, ImageNet-1k, 300 epochs (spec-visionllama.md §8.5).
+_base_ = ['pyramid-visionllama-s_8xb128_in1k.py']
+
+model = dict(
+    backbone=dict(arch='large', drop_path_rate=0.5),
+    head=dict(in_channels=1024))

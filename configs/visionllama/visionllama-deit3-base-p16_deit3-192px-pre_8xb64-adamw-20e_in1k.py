@@ -1,0 +1,145 @@
+# Fine-tuning at 224 px of the deit-style VisionLLaMA-B trained at 192 px
+# (spec-visionllama.md §8.4; upstream ImageNet1k_SFT.md: AdamW lr 1e-5 (not
+# rescaled), wd 0.1, 20 epochs with 5 warm-up epochs, 8 x 64 images, label
+# smoothing 0.1, RandAugment rand-m9-mstd0.5-inc1, no random erasing, no
+# repeated augmentation, Mixup 0.8 / CutMix 1.0, drop path 0.2, evaluation
+# at crop ratio 1.0).
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+
+custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+
+# the 192 px DeiT-III model trained with
+# visionllama-deit3-base-p16_8xb256-lamb-800e_in1k-192px.py (its last
+# checkpoint; mmpretrain layout, or a deit file converted with
+# tools/model_converters/visionllama_to_mmpretrain.py --layout mmpretrain)
+pretrained = 'work_dirs/visionllama-deit3-base-p16_8xb256-lamb-800e_in1k-192px/epoch_800.pth'  # noqa: E501
+data_root = 'data/imagenet'
+erase_prob = 0.
+
+data_preprocessor = dict(
+    num_classes=1000,
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True)
+bgr_mean = data_preprocessor['mean'][::-1]
+bgr_std = data_preprocessor['std'][::-1]
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=224,
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(
+            pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+    dict(
+        type='RandomErasing',
+        erase_prob=erase_prob,
+        mode='rand',
+        min_area_ratio=0.02,
+        max_area_ratio=1 / 3,
+        fill_color=bgr_mean,
+        fill_std=bgr_std),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=224,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=10,
+    dataset=dict(
+        type='ImageNet',
+        data_root=data_root,
+        split='train',
+        pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=96,
+    num_workers=10,
+    dataset=dict(
+        type='ImageNet',
+        data_root=data_root,
+        split='val',
+        pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='visionllama_mm.VisionLLaMADeiT',
+        arch='base',
+        img_size=224,
+        patch_size=16,
+        drop_path_rate=0.2,
+        layer_scale=1e-4,
+        cls_rope_pos='official',
+        out_type='cls_token'),
+    neck=None,
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=768,
+        loss=dict(
+            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)]),
+    train_cfg=dict(augments=[
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0)
+    ]),
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained))
+
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=1e-5, weight_decay=0.1, eps=1e-8, betas=(0.9, 0.999)),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        flat_decay_mult=0.,
+        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-6 / 1e-5,
+        by_epoch=True,
+        begin=0,
+        end=5),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=15,
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=5,
+        end=20),
+]
+train_cfg = dict(by_epoch=True, max_epochs=20, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=512)
+
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
+randomness = dict(seed=0, diff_rank_seed=True)

@@ -1,0 +1,154 @@
+# Supervised DeiT-III training of the deit-style plain VisionLLaMA-S on
+# ImageNet-1k at 224 px (spec-visionllama.md §4, §8.4; upstream
+# ImageNet1k_SFT.md: deit/main_b.py vit_llama_rope_small_patch16, 8 x 256
+# images, LAMB lr 4e-3 (not rescaled), wd 0.05, 5 warm-up epochs, cosine to
+# 800 epochs, BCE loss, repeated augmentation, ThreeAugment, color jitter
+# 0.3, Mixup 0.8 / CutMix 1.0, drop path 0.05, no label smoothing, no random
+# erasing, evaluation at crop ratio 1.0). The weights were not released.
+#
+# Differences from the deit scripts: the BCE loss takes the mixed soft
+# targets as they are (DeiT-III binarises them, targets > 0), and timm's
+# 10 cool-down epochs are not run.
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+
+custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+
+img_size = 224  # training resolution (B: 192, L: 128)
+data_root = 'data/imagenet'
+
+# ---------------------------------------------------------------- data
+data_preprocessor = dict(
+    num_classes=1000,
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True)
+bgr_mean = data_preprocessor['mean'][::-1]
+
+# DeiT-III "3-Augment": random resized crop + flip, then one of grayscale,
+# solarization and Gaussian blur, then color jitter
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=img_size,
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='mmcv.RandomChoice',
+        transforms=[
+            [
+                dict(
+                    type='mmpretrain.RandomGrayscale',
+                    prob=1.0,
+                    keep_channels=True)
+            ],
+            [dict(type='mmpretrain.Solarize', thr=128, prob=1.0)],
+            [
+                # radius ~ U(0.1, 2.0)
+                dict(
+                    type='mmpretrain.GaussianBlur',
+                    magnitude_range=(0.1, 2.0),
+                    magnitude_level=10,
+                    total_level=10,
+                    magnitude_std='inf',
+                    prob=1.0)
+            ],
+        ]),
+    dict(type='ColorJitter', brightness=0.3, contrast=0.3, saturation=0.3),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='ResizeEdge',
+        scale=img_size,
+        edge='short',
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=img_size),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=256,
+    num_workers=10,
+    dataset=dict(
+        type='ImageNet',
+        data_root=data_root,
+        split='train',
+        pipeline=train_pipeline),
+    sampler=dict(type='RepeatAugSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=384,
+    num_workers=10,
+    dataset=dict(
+        type='ImageNet',
+        data_root=data_root,
+        split='val',
+        pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator
+
+# ---------------------------------------------------------------- model
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='visionllama_mm.VisionLLaMADeiT',
+        arch='small',
+        img_size=img_size,
+        patch_size=16,
+        drop_path_rate=0.05,
+        layer_scale=1e-4,
+        cls_rope_pos='official',
+        out_type='cls_token'),
+    neck=None,
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=384,
+        loss=dict(type='CrossEntropyLoss', use_sigmoid=True),
+        init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)]),
+    train_cfg=dict(augments=[
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0)
+    ]))
+
+# ---------------------------------------------------------------- schedule
+# timm's optimizer factory: no weight decay on 1-D parameters (norms,
+# biases, layer scales) and on the class token
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    optimizer=dict(type='Lamb', lr=4e-3, weight_decay=0.05, eps=1e-8),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        flat_decay_mult=0.,
+        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+param_scheduler = [
+    # warm-up from --warmup-lr 1e-6, per epoch as timm
+    dict(
+        type='LinearLR',
+        start_factor=1e-6 / 4e-3,
+        by_epoch=True,
+        begin=0,
+        end=5),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=795,
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=5,
+        end=800),
+]
+train_cfg = dict(by_epoch=True, max_epochs=800, val_interval=10)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=2048)
+
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2))
+randomness = dict(seed=0, diff_rank_seed=True)

@@ -1,0 +1,47 @@
+"""Every shipped Pyramid VisionLLaMA config builds and runs one forward."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = sorted(
+    glob.glob(osp.join(ROOT, 'configs', 'pyramid_visionllama', '*.py')))
+EXPECTED = {
+    's': ('small', 512, 0.2),
+    'b': ('base', 768, 0.3),
+    'l': ('large', 1024, 0.5),
+}
+
+
+def test_configs_present():
+    names = [osp.basename(c) for c in CONFIGS]
+    assert names == [
+        f'pyramid-visionllama-{s}_8xb128_in1k.py' for s in ('b', 'l', 's')
+    ]
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_config_builds_and_forwards(path):
+    pytest.importorskip('mmpretrain.models')
+    from mmengine.config import Config
+    from mmengine.utils import import_modules_from_strings
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(path)
+    import_modules_from_strings(**cfg.custom_imports)
+    size = osp.basename(path).split('_')[0][-1]
+    arch, width, drop_path = EXPECTED[size]
+    backbone = cfg.model.backbone
+    assert backbone.type == 'visionllama_mm.PyramidVisionLLaMA'
+    assert (backbone.arch, backbone.drop_path_rate) == (arch, drop_path)
+    assert backbone.head_double_norm and backbone.gsa_key_pos == 'official'
+    assert cfg.model.head.in_channels == width
+    assert cfg.train_dataloader.batch_size == 128
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3
+    assert cfg.train_cfg.max_epochs == 300
+    model = MODELS.build(cfg.model).eval()  # built with the official init
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert logits.shape == (1, 1000)
+    assert torch.isfinite(logits).all()

@@ -1,0 +1,147 @@
+"""Train a model from a config with mmengine's Runner.
+
+Works with configs of any OpenMMLab library (mmpretrain, mmseg, mmdet,
+mmagic) and with this package's configs. Examples::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
+    python tools/train.py CONFIG --cfg-options train_cfg.max_epochs=1
+    bash tools/dist_train.sh CONFIG NUM_PROCS [ARGS]
+
+The script imports ``visionllama_mm`` before it builds the Runner, so that
+checkpoints load safely on torch >= 2.6 (``--resume``, ``load_from``), and it
+runs under torchrun on machines without CUDA (gloo backend).
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+# Importing the package installs safe checkpoint loading for mmengine.
+import visionllama_mm  # noqa: F401
+from visionllama_mm.compat import setup_cpu_distributed
+
+
+def parse_args(argv=None):
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory for logs and checkpoints; defaults to '
+        './work_dirs/<config name>')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from this checkpoint; without a value, resume from the '
+        'latest checkpoint in the work directory (if any)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic mixed precision (AmpOptimWrapper)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the actual total batch size '
+        '(needs `auto_scale_lr` in the config)')
+    parser.add_argument(
+        '--no-validate',
+        action='store_true',
+        help='do not evaluate checkpoints during training')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value pairs such as '
+        'train_cfg.max_epochs=1 or "model.backbone.out_indices=(1,2)"')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command-line options to the config.
+
+    Args:
+        cfg (Config): The loaded config; modified in place.
+        args (argparse.Namespace): The parsed command line.
+
+    Returns:
+        Config: ``cfg``.
+    """
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir: command line > config > ./work_dirs/<config stem>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper
+        wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper_type.split('.')[-1] == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config (AmpOptimWrapper).')
+        else:
+            if wrapper_type.split('.')[-1] != 'OptimWrapper':
+                raise ValueError(
+                    f'--amp needs optim_wrapper.type OptimWrapper, got '
+                    f'{wrapper_type!r}; set AmpOptimWrapper in the config.')
+            optim_wrapper.type = 'AmpOptimWrapper'
+            optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or \
+                'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError('--auto-scale-lr needs `auto_scale_lr = dict('
+                             'base_batch_size=...)` in the config.')
+        cfg.auto_scale_lr.enable = True
+
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+
+    return cfg
+
+
+def build_runner(cfg):
+    """Build the Runner named by ``runner_type`` (default: mmengine's)."""
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg = merge_args(cfg, args)
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,896 @@
+"""Pyramid VisionLLaMA: the Twins-SVT layout with 2D RoPE, SwiGLU, layer scale.
+
+Paper: VisionLLaMA: A Unified LLaMA Backbone for Vision Tasks
+(https://arxiv.org/abs/2403.00522), built on Twins-SVT
+(https://arxiv.org/abs/2104.13840).
+
+Four stages of pre-norm blocks (:class:`~visionllama_mm.layers.blocks.
+LayerScaleBlock`) alternate locally-grouped self-attention
+(:class:`GroupAttention`, LSA, window 7) and global sub-sampled attention
+(:class:`GSAttention`, GSA, sub-sampling ratios 8 / 4 / 2 / 1). Queries and
+keys are rotated by 2D RoPE: window-local coordinates in LSA; in GSA the
+queries at their grid positions and the sub-sampled keys at the positions
+they summarise (``gsa_key_pos``). There is no class token, no absolute
+position embedding and no conditional position encoding. Numerics follow
+``spec-visionllama.md`` §5; the attribute names follow the released
+checkpoints (§7.2), so ``patch_embeds``, ``blocks.{k}.{j}``, ``norm``,
+``head`` and ``norm_list`` load without renaming.
+
+One class serves every face:
+
+* ImageNet classifier (mmpretrain ``ImageClassifier`` + ``LinearClsHead``):
+  ``out_type='avg_featmap'``, ``final_norm=True``, with the official double
+  final norm (``head_double_norm=True``);
+* dense backbone (mmseg UperNet, mmdet Mask R-CNN): ``norm_after_stage=True``
+  (a new LayerNorm after every stage whose output also feeds the next
+  stage), ``final_norm=False``, ``out_type='featmap'``,
+  ``out_indices=(0, 1, 2, 3)``; :class:`PyramidVisionLLaMADET` has these
+  defaults and ``auto_scale=True``;
+* plain torch / timm-like use: ``num_classes > 0`` builds the ``head`` of the
+  deit classifier; :meth:`PyramidVisionLLaMA.forward_features` and
+  :meth:`PyramidVisionLLaMA.forward_head`.
+
+Official quirks kept by default, each with an option (§10): GSA key
+coordinates (``gsa_key_pos``), AS2DRoPE anchors (``auto_scale``,
+``as_base_size``), unmasked window padding (``mask_window_padding``), the
+double final norm (``head_double_norm``). Official defects fixed
+unconditionally: RoPE tables are recomputed per (H, W, scale, device) and
+never stale (the upstream GSA cache is keyed on the token count only), and
+the reduced GSA grid comes from the conv output (any input size works).
+
+.. code-block:: bibtex
+
+    @inproceedings{chu2024visionllama,
+      title={VisionLLaMA: A Unified LLaMA Backbone for Vision Tasks},
+      author={Chu, Xiangxiang and Su, Jianlin and Zhang, Bo and Shen, Chunhua},
+      booktitle={European Conference on Computer Vision (ECCV)},
+      year={2024}
+    }
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from visionllama_mm.layers.attention import scaled_dot_product, use_fused_attn
+from visionllama_mm.layers.blocks import LayerScaleBlock
+from visionllama_mm.layers.rope import (GSA_KEY_POS, RotaryEmbedding2D,
+                                        anchor_scale, apply_rope)
+from visionllama_mm.layers.swiglu import swiglu_hidden_dim
+from visionllama_mm.registry import MODELS
+
+__all__ = [
+    'PatchEmbed', 'GroupAttention', 'GSAttention', 'PyramidVisionLLaMA',
+    'PyramidVisionLLaMADET', 'checkpoint_filter_fn'
+]
+
+Tables = Tuple[Tensor, Tensor]
+
+
+def _check_choice(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        raise ValueError(f'{name} must be one of {list(allowed)}, '
+                         f'got {value!r}')
+
+
+# ---------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """Strided conv patch embedding followed by LayerNorm (``proj``, ``norm``).
+
+    Args:
+        in_channels (int): Input channels.
+        embed_dims (int): Output channels C.
+        patch_size (int): Kernel size and stride (4 for the stem, 2 after).
+        norm_eps (float): LayerNorm eps. Defaults to 1e-5.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 embed_dims: int,
+                 patch_size: int,
+                 norm_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(
+            in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """(B, C_in, H, W) -> tokens (B, H' * W', C) and (H', W')."""
+        x = self.proj(x)  # floors H and W, like the official code
+        hw_shape = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
+
+
+class GroupAttention(nn.Module):
+    """Locally-grouped self-attention (LSA) with window-local 2D RoPE.
+
+    The H x W tokens are zero-padded at the bottom / right to multiples of
+    the window size *before* the ``qkv`` projection (as upstream, so padded
+    keys carry the qkv bias), split into windows in raster order, and each
+    window attends to itself with queries / keys rotated at their
+    coordinates inside the window (``spec-visionllama.md`` §5.2).
+
+    Args:
+        dim (int): Embedding dimension C.
+        num_heads (int): Attention heads.
+        window_size (int): Window side. Defaults to 7.
+        qkv_bias (bool): Bias of ``qkv``. Defaults to True.
+        attn_drop (float): Attention dropout. Defaults to 0.
+        mask_window_padding (bool): How padded positions are treated:
+
+            - ``False`` (official): padded keys are attended to;
+            - ``True``: a boolean key mask hides them (Twins-style).
+
+            Defaults to False.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 window_size: int = 7,
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.,
+                 mask_window_padding: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
+                             f'({num_heads})')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.window_size = window_size
+        self.mask_window_padding = mask_window_padding
+        self.fused_attn = use_fused_attn()
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return (f'window_size={self.window_size}, '
+                f'mask_window_padding={self.mask_window_padding}')
+
+    def _padding_mask(self, hp: int, wp: int, h: int, w: int,
+                      device: torch.device) -> Tensor:
+        """(1, nW, 1, 1, ws * ws) boolean key mask, True on real tokens."""
+        ws = self.window_size
+        valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
+        valid[:h, :w] = True
+        valid = valid.reshape(hp // ws, ws, wp // ws, ws).transpose(1, 2)
+        return valid.reshape(1, -1, 1, 1, ws * ws)
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int],
+                rope: Tables) -> Tensor:
+        """Attend inside windows.
+
+        Args:
+            x (Tensor): Normalised tokens (B, H * W, C).
+            hw_shape (tuple[int, int]): (H, W).
+            rope (tuple[Tensor, Tensor]): (cos, sin) of the window grid,
+                (ws * ws, head_dim) each.
+
+        Returns:
+            Tensor: (B, H * W, C).
+        """
+        B, N, C = x.shape
+        H, W = hw_shape
+        ws = self.window_size
+        pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
+        x = x.view(B, H, W, C)
+        if pad_r or pad_b:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        Hp, Wp = H + pad_b, W + pad_r
+        nh, nw = Hp // ws, Wp // ws
+        # windows in raster order, raster order inside a window
+        x = x.view(B, nh, ws, nw, ws, C).transpose(2, 3)
+        x = x.reshape(B * nh * nw, ws * ws, C)
+        qkv = self.qkv(x).view(-1, ws * ws, 3, self.num_heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B nW, heads, ws^2, d)
+        qk = apply_rope(qkv[:2], *rope)  # q and k in one pass
+        mask = None
+        if self.mask_window_padding and (pad_r or pad_b):
+            mask = self._padding_mask(Hp, Wp, H, W, x.device)
+            mask = mask.expand(B, -1, -1, -1, -1).reshape(-1, 1, 1, ws * ws)
+        x = scaled_dot_product(
+            qk[0],
+            qk[1],
+            qkv[2],
+            attn_mask=mask,
+            dropout_p=self.attn_drop if self.training else 0.,
+            fused=self.fused_attn)  # (B nW, heads, ws^2, d)
+        x = x.transpose(1, 2).reshape(B, nh, nw, ws, ws, C)
+        x = x.transpose(2, 3).reshape(B, Hp, Wp, C)
+        if pad_r or pad_b:
+            x = x[:, :H, :W]
+        return self.proj(x.reshape(B, N, C))
+
+
+class GSAttention(nn.Module):
+    """Global sub-sampled attention (GSA) with 2D RoPE.
+
+    Every token queries the keys / values of a sub-sampled map: a conv with
+    kernel = stride = ``sr_ratio`` (``sr``) and a LayerNorm (``norm``) when
+    ``sr_ratio > 1`` (``spec-visionllama.md`` §5.3). The reduced grid is the
+    conv output, (H // s, W // s), so any input size works.
+
+    Args:
+        dim (int): Embedding dimension C.
+        num_heads (int): Attention heads.
+        sr_ratio (int): Sub-sampling ratio s. Defaults to 1.
+        qkv_bias (bool): Bias of ``q`` and ``kv``. Defaults to True.
+        attn_drop (float): Attention dropout. Defaults to 0.
+        norm_eps (float): eps of the reduced-token LayerNorm. Defaults to
+            1e-5.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 sr_ratio: int = 1,
+                 qkv_bias: bool = True,
+                 attn_drop: float = 0.,
+                 norm_eps: float = 1e-5) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
+                             f'({num_heads})')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.sr_ratio = sr_ratio
+        self.fused_attn = use_fused_attn()
+        self.attn_drop = attn_drop
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(
+                dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim, eps=norm_eps)
+
+    def extra_repr(self) -> str:
+        return f'sr_ratio={self.sr_ratio}'
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int], rope_q: Tables,
+                rope_k: Tables) -> Tensor:
+        """Attend from all tokens to the sub-sampled keys.
+
+        Args:
+            x (Tensor): Normalised tokens (B, H * W, C).
+            hw_shape (tuple[int, int]): (H, W).
+            rope_q (tuple[Tensor, Tensor]): Query tables (H * W, head_dim).
+            rope_k (tuple[Tensor, Tensor]): Key tables
+                ((H // s) * (W // s), head_dim).
+
+        Returns:
+            Tensor: (B, H * W, C).
+        """
+        B, N, C = x.shape
+        q = self.q(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.sr_ratio > 1:
+            x = x.transpose(1, 2).reshape(B, C, *hw_shape)
+            x = self.norm(self.sr(x).flatten(2).transpose(1, 2))
+        kv = self.kv(x).view(B, -1, 2, self.num_heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, M, d)
+        q = apply_rope(q, *rope_q)
+        k = apply_rope(k, *rope_k)
+        x = scaled_dot_product(
+            q,
+            k,
+            v,
+            dropout_p=self.attn_drop if self.training else 0.,
+            fused=self.fused_attn)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+# ---------------------------------------------------------------------------
+# Backbone
+# ---------------------------------------------------------------------------
+
+
+@MODELS.register_module()
+class PyramidVisionLLaMA(BaseModule):
+    """Pyramid VisionLLaMA (Twins-SVT layout; ``pllama_wols_*`` upstream).
+
+    Args:
+        arch (str | dict): Architecture. A name from :attr:`arch_zoo`:
+
+            - ``'s'`` / ``'small'``: dims (64, 128, 256, 512), depths
+              (2, 2, 10, 4), heads (2, 4, 8, 16); 25.9M parameters with the
+              1000-class head;
+            - ``'b'`` / ``'base'``: dims (96, 192, 384, 768), depths
+              (2, 2, 18, 2), heads (3, 6, 12, 24); 56.0M;
+            - ``'l'`` / ``'large'``: dims (128, 256, 512, 1024), depths
+              (2, 2, 18, 2), heads (4, 8, 16, 32); 104.7M;
+
+            or a dict with the keys ``embed_dims``, ``depths``,
+            ``num_heads``, ``window_sizes`` and ``sr_ratios`` (and optionally
+            ``patch_sizes``, default (4, 2, 2, 2)), one value per stage.
+            Defaults to ``'base'``.
+        in_channels (int): Input channels. Defaults to 3.
+        out_type (str): What :meth:`forward` returns per ``out_indices``
+            stage:
+
+            - ``'avg_featmap'``: the pooled feature (B, C) (classifier face;
+              for the last stage with ``final_norm`` see
+              ``head_double_norm``);
+            - ``'featmap'``: the NCHW map (dense face);
+            - ``'raw'``: the tokens (B, H * W, C).
+
+            Defaults to ``'avg_featmap'``.
+        out_indices (int | Sequence[int]): Stages to output (negative
+            indices count from the end). Defaults to -1.
+        final_norm (bool): Build ``norm`` (LayerNorm of the last stage, the
+            classifier's). Defaults to True.
+        head_double_norm (bool): Pooling of the classifier face:
+
+            - ``True`` (official deit classifier): ``norm`` before and again
+              after the token mean, ``norm(mean(norm(x)))``; the released
+              ImageNet accuracy needs it;
+            - ``False``: ``mean(norm(x))`` (Twins).
+
+            Defaults to True.
+        norm_after_stage (bool): Build ``norm_list``: a LayerNorm after each
+            stage whose output is returned *and* feeds the next stage (mmseg
+            Twins convention; the upstream seg / det backbones). Defaults to
+            False.
+        num_classes (int): > 0 builds the deit classifier ``head`` (Linear)
+            for :meth:`forward_head`; 0 for the OpenMMLab faces (mmpretrain's
+            ``LinearClsHead`` is the head there). Defaults to 0.
+        gsa_key_pos (str): Coordinates of the sub-sampled GSA keys (§5.4):
+
+            - ``'official'``: what the released checkpoints were trained
+              with, ``(j mod W) s + 1 - 1/s`` with the full-resolution W;
+            - ``'centroid'``: the paper's average of the summarised
+              positions, ``(j mod W') s + (s - 1) / 2``.
+
+            Defaults to ``'official'``.
+        auto_scale (bool): AS2DRoPE in GSA: scale the GSA query and key
+            coordinates by ``as_base_size / H_stage`` (LSA is never scaled).
+            The official seg / det configs use True, ImageNet pretraining
+            False (§5.5). Defaults to False.
+        as_base_size (int | Sequence[int]): AS2DRoPE anchor, one for all
+            stages (official: 14) or one per stage; ``[56, 28, 14, 7]`` keeps
+            the ImageNet-pretraining scale 1 at 224 px (opt-in for new
+            training). Defaults to 14.
+        anchor_mode (str): AS2DRoPE factor: ``'height'`` (official,
+            isotropic ``B / H``) or ``'per_axis'`` (``B / W`` for x,
+            ``B / H`` for y). Defaults to ``'height'``.
+        mask_window_padding (bool): Mask the zero padding of LSA windows
+            (``False`` = official, padded keys attended to). Defaults to
+            False.
+        drop_path_rate (float): Stochastic depth, linear from 0 over all
+            blocks, on both residual branches. Defaults to 0.
+        attn_drop_rate (float): Attention dropout. Defaults to 0.
+        qkv_bias (bool): Biases of ``qkv`` / ``q`` / ``kv``. Defaults to
+            True.
+        layer_scale (float, optional): Initial ``gamma_1 / gamma_2`` (the
+            "wols" models have them too); None disables. Defaults to 1e-4.
+        norm_eps (float): eps of every LayerNorm. Defaults to 1e-5.
+        rope_base (float): RoPE base. Defaults to 10000.
+        frozen_stages (int): -1 freezes nothing; 0 freezes the stem
+            (``patch_embeds.0``); k >= 1 freezes stages 0 .. k - 1 (their
+            patch embeds, blocks and ``norm_list`` entries) and, for
+            k = number of stages, ``norm``. Defaults to -1.
+        with_cp (bool): Gradient checkpointing of every block. Defaults to
+            False.
+        init_cfg (dict | list[dict], optional): mmengine init config; None
+            uses the official init (§5.1). Defaults to None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(
+            ['s', 'small'], {
+                'embed_dims': [64, 128, 256, 512],
+                'depths': [2, 2, 10, 4],
+                'num_heads': [2, 4, 8, 16],
+                'window_sizes': [7, 7, 7, 7],
+                'sr_ratios': [8, 4, 2, 1],
+            }),
+        **dict.fromkeys(
+            ['b', 'base'], {
+                'embed_dims': [96, 192, 384, 768],
+                'depths': [2, 2, 18, 2],
+                'num_heads': [3, 6, 12, 24],
+                'window_sizes': [7, 7, 7, 7],
+                'sr_ratios': [8, 4, 2, 1],
+            }),
+        **dict.fromkeys(
+            ['l', 'large'], {
+                'embed_dims': [128, 256, 512, 1024],
+                'depths': [2, 2, 18, 2],
+                'num_heads': [4, 8, 16, 32],
+                'window_sizes': [7, 7, 7, 7],
+                'sr_ratios': [8, 4, 2, 1],
+            }),
+    }
+    essential_keys = {
+        'embed_dims', 'depths', 'num_heads', 'window_sizes', 'sr_ratios'
+    }
+    optional_keys = {'patch_sizes'}
+    OUT_TYPES = ('avg_featmap', 'featmap', 'raw')
+    default_patch_sizes = (4, 2, 2, 2)
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 in_channels: int = 3,
+                 out_type: str = 'avg_featmap',
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 final_norm: bool = True,
+                 head_double_norm: bool = True,
+                 norm_after_stage: bool = False,
+                 num_classes: int = 0,
+                 gsa_key_pos: str = 'official',
+                 auto_scale: bool = False,
+                 as_base_size: Union[int, Sequence[int]] = 14,
+                 anchor_mode: str = 'height',
+                 mask_window_padding: bool = False,
+                 drop_path_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 qkv_bias: bool = True,
+                 layer_scale: Optional[float] = 1e-4,
+                 norm_eps: float = 1e-5,
+                 rope_base: float = 10000.,
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        s = self.arch_settings
+        self.embed_dims: List[int] = list(s['embed_dims'])
+        self.depths: List[int] = list(s['depths'])
+        self.num_heads: List[int] = list(s['num_heads'])
+        self.window_sizes: List[int] = list(s['window_sizes'])
+        self.sr_ratios: List[int] = list(s['sr_ratios'])
+        self.patch_sizes: List[int] = list(
+            s.get('patch_sizes', self.default_patch_sizes))
+        self.num_stages = len(self.depths)
+        self.num_layers = sum(self.depths)
+
+        _check_choice('out_type', out_type, self.OUT_TYPES)
+        _check_choice('gsa_key_pos', gsa_key_pos, GSA_KEY_POS)
+        _check_choice('anchor_mode', anchor_mode, ('height', 'per_axis'))
+        self.out_type = out_type
+        self.out_indices = self._parse_out_indices(out_indices)
+        self.final_norm = final_norm
+        self.head_double_norm = head_double_norm
+        self.norm_after_stage = norm_after_stage
+        self.num_classes = num_classes
+        self.gsa_key_pos = gsa_key_pos
+        self.auto_scale = auto_scale
+        self.as_base_size = self._parse_per_stage('as_base_size', as_base_size)
+        self.anchor_mode = anchor_mode
+        self.with_cp = with_cp
+        if num_classes > 0 and not final_norm:
+            raise ValueError('num_classes > 0 (the deit classifier head) '
+                             'needs final_norm=True')
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, '
+                             f'{self.num_stages}], got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+
+        self.patch_embeds = nn.ModuleList()
+        for k in range(self.num_stages):
+            self.patch_embeds.append(
+                PatchEmbed(
+                    in_channels if k == 0 else self.embed_dims[k - 1],
+                    self.embed_dims[k],
+                    self.patch_sizes[k],
+                    norm_eps=norm_eps))
+
+        # stochastic depth: linear over all blocks of all stages
+        dpr = torch.linspace(
+            0, drop_path_rate, self.num_layers, device='cpu').tolist()
+        self.blocks = nn.ModuleList()
+        cur = 0
+        for k in range(self.num_stages):
+            dim, heads = self.embed_dims[k], self.num_heads[k]
+            stage = nn.ModuleList()
+            for j in range(self.depths[k]):
+                if j % 2 == 0:
+                    attn = GroupAttention(
+                        dim,
+                        heads,
+                        window_size=self.window_sizes[k],
+                        qkv_bias=qkv_bias,
+                        attn_drop=attn_drop_rate,
+                        mask_window_padding=mask_window_padding)
+                else:
+                    attn = GSAttention(
+                        dim,
+                        heads,
+                        sr_ratio=self.sr_ratios[k],
+                        qkv_bias=qkv_bias,
+                        attn_drop=attn_drop_rate,
+                        norm_eps=norm_eps)
+                stage.append(
+                    LayerScaleBlock(
+                        dim,
+                        heads,
+                        swiglu_hidden_dim(dim, 'llama'),
+                        attn=attn,
+                        mlp_bias=False,
+                        drop_path=dpr[cur + j],
+                        layer_scale=layer_scale,
+                        norm_eps=norm_eps))
+            self.blocks.append(stage)
+            cur += self.depths[k]
+
+        # RoPE tables only (no parameters, nothing in the state_dict)
+        self.ropes = nn.ModuleList([
+            RotaryEmbedding2D(d // h, base=rope_base)
+            for d, h in zip(self.embed_dims, self.num_heads)
+        ])
+
+        if norm_after_stage:
+            self.norm_list = nn.ModuleList(
+                [nn.LayerNorm(d, eps=norm_eps) for d in self.embed_dims])
+        else:
+            self.norm_list = None
+        last = self.embed_dims[-1]
+        self.norm = nn.LayerNorm(last, eps=norm_eps) if final_norm else None
+        self.head = nn.Linear(last, num_classes) if num_classes > 0 else None
+
+        self.apply(self._init_weights)
+        self._register_load_state_dict_pre_hook(self._prepare_checkpoint)
+        self._freeze_stages()
+
+    # -- construction helpers ----------------------------------------------
+
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            name = arch.lower()
+            if name not in self.arch_zoo:
+                raise ValueError(f'arch must be one of '
+                                 f'{sorted(self.arch_zoo)} or a dict, got '
+                                 f'{arch!r}')
+            return self.arch_zoo[name]
+        if not isinstance(arch, dict):
+            raise ValueError(f'arch must be a str or a dict, got {arch!r}')
+        keys = set(arch)
+        missing = self.essential_keys - keys
+        unknown = keys - self.essential_keys - self.optional_keys
+        if missing or unknown:
+            raise ValueError(
+                f'a custom arch needs the keys {sorted(self.essential_keys)} '
+                f'(optional: {sorted(self.optional_keys)}); missing '
+                f'{sorted(missing)}, unknown {sorted(unknown)}')
+        lengths = {len(v) for v in arch.values()}
+        if len(lengths) != 1:
+            raise ValueError('every arch entry needs one value per stage, '
+                             f'got lengths {lengths}')
+        for d, h in zip(arch['embed_dims'], arch['num_heads']):
+            if d % h != 0 or (d // h) % 4 != 0:
+                raise ValueError(
+                    f'embed_dims / num_heads must be a multiple of 4 for 2D '
+                    f'RoPE, got {d} / {h}')
+        return dict(arch)
+
+    def _parse_out_indices(self, out_indices) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence):
+            raise ValueError('out_indices must be an int or a sequence of '
+                             f'int, got {out_indices!r}')
+        result = []
+        for i in out_indices:
+            index = i + self.num_stages if i < 0 else i
+            if not 0 <= index < self.num_stages:
+                raise ValueError(f'out_indices entry {i} is out of range '
+                                 f'for {self.num_stages} stages')
+            result.append(index)
+        return tuple(sorted(set(result)))
+
+    def _parse_per_stage(self, name: str, value) -> List:
+        if isinstance(value, (int, float)):
+            return [value] * self.num_stages
+        if not isinstance(value, Sequence) or len(value) != self.num_stages:
+            raise ValueError(f'{name} must be a number or a sequence of '
+                             f'{self.num_stages} numbers, got {value!r}')
+        return list(value)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """Official init (§5.1): trunc-normal Linear, LN 1/0, He-out conv."""
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            fan_out //= m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def init_weights(self) -> None:
+        """The official init, or ``init_cfg`` (e.g. ``Pretrained``)."""
+        if self.init_cfg is None:
+            self.apply(self._init_weights)
+        else:
+            super().init_weights()
+
+    def _prepare_checkpoint(self, state_dict: dict, prefix: str, *args,
+                            **kwargs) -> None:
+        """Drop ``norm`` / ``head`` weights this face does not have.
+
+        The released checkpoints are classifiers (with ``norm`` and
+        ``head``); the seg / det face has neither (and a new ``norm_list``,
+        reported as missing by the loader).
+        """
+        dropped = []
+        for name, absent in (('norm.', self.norm is None), ('head.', self.head
+                                                            is None)):
+            if not absent:
+                continue
+            for key in [k for k in state_dict if k.startswith(prefix + name)]:
+                dropped.append(key)
+                del state_dict[key]
+        if dropped:
+            from mmengine.logging import MMLogger
+            MMLogger.get_current_instance().info(
+                f'{type(self).__name__}: ignored checkpoint keys of layers '
+                f'this face does not build: {dropped}')
+
+    # -- OpenMMLab face helpers ---------------------------------------------
+
+    def _freeze_stages(self) -> None:
+        modules = []
+        if self.frozen_stages >= 0:
+            modules.append(self.patch_embeds[0])
+        for k in range(self.frozen_stages):
+            modules += [self.patch_embeds[k], self.blocks[k]]
+            if self.norm_list is not None:
+                modules.append(self.norm_list[k])
+        if self.frozen_stages == self.num_stages and self.norm is not None:
+            modules.append(self.norm)
+        for m in modules:
+            m.eval()
+            for param in m.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'PyramidVisionLLaMA':
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward (saves memory)."""
+        self.with_cp = enable
+
+    def get_layer_depth(self,
+                        param_name: str,
+                        prefix: str = 'backbone.') -> Tuple[int, int]:
+        """Layer-wise LR decay depth of a parameter.
+
+        Blocks get 1 .. L in global order (L = total blocks); the stem
+        ``patch_embeds.0`` gets 0; the patch embed of stage k >= 1 the depth
+        of the first block of stage k; everything else (``norm_list``,
+        ``norm``, ``head`` and modules outside the backbone) L + 1.
+
+        Args:
+            param_name (str): Parameter name.
+            prefix (str): Prefix of the backbone's parameters. Defaults to
+                ``'backbone.'``.
+
+        Returns:
+            tuple[int, int]: (depth of the parameter, number of depths
+            L + 2).
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):].split('.')
+        if name[0] == 'patch_embeds':
+            k = int(name[1])
+            depth = 0 if k == 0 else sum(self.depths[:k]) + 1
+        elif name[0] == 'blocks':
+            k, j = int(name[1]), int(name[2])
+            depth = sum(self.depths[:k]) + j + 1
+        else:
+            depth = num_layers - 1
+        return depth, num_layers
+
+    # -- forward -------------------------------------------------------------
+
+    def stage_tables(self, stage: int, hw_shape: Tuple[int, int],
+                     device: torch.device) -> Dict[str, Tables]:
+        """RoPE tables of one stage for an H x W token grid.
+
+        Args:
+            stage (int): Stage index.
+            hw_shape (tuple[int, int]): (H, W) of the stage's tokens.
+            device (torch.device): Device of the tables.
+
+        Returns:
+            dict: ``'lsa'`` window-local (ws * ws, d) tables, ``'gsa_q'``
+            (H * W, d) query tables and ``'gsa_k'`` ((H // s) * (W // s), d)
+            key tables, cached per (H, W, scale, device) in the stage's
+            :class:`RotaryEmbedding2D`.
+        """
+        H, W = hw_shape
+        rope, ws = self.ropes[stage], self.window_sizes[stage]
+        tables = dict(lsa=rope.grid(ws, ws, device, scale=(1., 1.)))
+        if self.depths[stage] > 1:
+            scale = (1., 1.)
+            if self.auto_scale:
+                scale = anchor_scale(H, W, self.as_base_size[stage],
+                                     self.anchor_mode)
+            tables['gsa_q'] = rope.grid(H, W, device, scale=scale)
+            tables['gsa_k'] = rope.gsa_keys(
+                H,
+                W,
+                self.sr_ratios[stage],
+                self.gsa_key_pos,
+                device,
+                scale=scale)
+        return tables
+
+    def _run_block(self, block: nn.Module, x: Tensor, **kwargs) -> Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(block, x, use_reentrant=False, **kwargs)
+        return block(x, **kwargs)
+
+    def forward_stage(self, stage: int,
+                      x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """Patch-embed (B, C, H, W) and run one stage; tokens (B, N, C)."""
+        x, hw_shape = self.patch_embeds[stage](x)
+        tables = self.stage_tables(stage, hw_shape, x.device)
+        for j, block in enumerate(self.blocks[stage]):
+            if j % 2 == 0:
+                x = self._run_block(
+                    block, x, hw_shape=hw_shape, rope=tables['lsa'])
+            else:
+                x = self._run_block(
+                    block,
+                    x,
+                    hw_shape=hw_shape,
+                    rope_q=tables['gsa_q'],
+                    rope_k=tables['gsa_k'])
+        if self.norm_list is not None:
+            x = self.norm_list[stage](x)
+        return x, hw_shape
+
+    @staticmethod
+    def _to_nchw(x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
+
+    def _pool(self, x: Tensor) -> Tensor:
+        """GAP of normalised last-stage tokens, optionally normed again."""
+        x = x.mean(dim=1)
+        return self.norm(x) if self.head_double_norm else x
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """OpenMMLab face: a tuple with one output per ``out_indices``."""
+        outs = []
+        last = self.num_stages - 1
+        for k in range(self.num_stages):
+            x, hw_shape = self.forward_stage(k, x)
+            if k == last and self.norm is not None:
+                x = self.norm(x)
+            if k in self.out_indices:
+                if self.out_type == 'raw':
+                    outs.append(x)
+                elif self.out_type == 'featmap':
+                    outs.append(self._to_nchw(x, hw_shape))
+                elif k == last and self.norm is not None:
+                    outs.append(self._pool(x))
+                else:
+                    outs.append(x.mean(dim=1))
+            if k < last:
+                x = self._to_nchw(x, hw_shape)
+        return tuple(outs)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Last-stage tokens (B, N, C), after ``norm`` when built."""
+        for k in range(self.num_stages):
+            x, hw_shape = self.forward_stage(k, x)
+            if k < self.num_stages - 1:
+                x = self._to_nchw(x, hw_shape)
+        return self.norm(x) if self.norm is not None else x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool :meth:`forward_features` tokens and apply ``head``."""
+        if self.norm is None:
+            raise RuntimeError('forward_head needs final_norm=True')
+        x = self._pool(x)
+        if pre_logits or self.head is None:
+            return x
+        return self.head(x)
+
+
+@MODELS.register_module()
+class PyramidVisionLLaMADET(PyramidVisionLLaMA):
+    """:class:`PyramidVisionLLaMA` with the seg / det defaults.
+
+    The upstream mmdet name. Same parameters as the parent; the defaults
+    differ: ``out_type='featmap'``, ``out_indices=(0, 1, 2, 3)``,
+    ``final_norm=False``, ``norm_after_stage=True`` and ``auto_scale=True``
+    (the official Mask R-CNN / UperNet settings, §5.5 / §8.7-8.8).
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 out_type: str = 'featmap',
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 final_norm: bool = False,
+                 norm_after_stage: bool = True,
+                 auto_scale: bool = True,
+                 **kwargs) -> None:
+        super().__init__(
+            arch=arch,
+            out_type=out_type,
+            out_indices=out_indices,
+            final_norm=final_norm,
+            norm_after_stage=norm_after_stage,
+            auto_scale=auto_scale,
+            **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+
+_PYRAMID_KEYS = ('patch_embeds.', 'blocks.', 'norm.', 'norm_list.', 'head.')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Tensor],
+                         fmt: str = 'mmpretrain') -> Dict[str, Tensor]:
+    """Map an official deit-format pyramid ``model`` dict to our faces.
+
+    The attribute names already match (§7.2), so only the placement
+    changes:
+
+    - ``'mmpretrain'``: ``backbone.*`` plus ``head.fc.*`` (the classifier's
+      ``LinearClsHead``), for ``ImageClassifier``;
+    - ``'backbone'``: ``backbone.*`` without ``norm`` / ``head`` (mmseg /
+      mmdet; ``norm_list`` is new and initialised by the model);
+    - ``'timm'``: unchanged names (``PyramidVisionLLaMA(num_classes=...)``).
+
+    Keys of an mmengine checkpoint of ours (``backbone.`` / ``head.fc.``
+    names) are accepted as input too. Position tables are never stored, so
+    there is nothing to drop besides non-tensor entries.
+
+    Args:
+        state_dict (dict): The source weights.
+        fmt (str): ``'mmpretrain'``, ``'backbone'`` or ``'timm'``. Defaults
+            to ``'mmpretrain'``.
+
+    Returns:
+        dict: A new tensors-only state dict.
+    """
+    _check_choice('fmt', fmt, ('mmpretrain', 'backbone', 'timm'))
+    plain = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            continue
+        if key.startswith('module.'):  # DDP-wrapped saves
+            key = key[len('module.'):]
+        if key.startswith('backbone.'):
+            key = key[len('backbone.'):]
+        elif key.startswith('head.fc.'):
+            key = 'head.' + key[len('head.fc.'):]
+        elif not key.startswith(_PYRAMID_KEYS):
+            continue  # e.g. decode heads / necks of a dense checkpoint
+        plain[key] = value.detach().clone()
+    if fmt == 'timm':
+        return plain
+    out = {}
+    for key, value in plain.items():
+        if key.startswith('head.'):
+            if fmt == 'mmpretrain':
+                out['head.fc.' + key[len('head.'):]] = value
+        elif key.startswith('norm.') and fmt == 'backbone':
+            continue
+        else:
+            out['backbone.' + key] = value
+    return out

@@ -1,0 +1,251 @@
+"""``LLaMADET``: the plain VisionLLaMA as a ViTDet backbone.
+
+ViTDet (arXiv 2203.16527) runs a plain backbone at 1024 x 1024 with most
+blocks attending inside non-overlapping windows and a few blocks attending
+globally. VisionLLaMA's detection backbone (``spec-visionllama.md`` §3.9)
+keeps the plain model's parameters (so MAE checkpoints load with
+``prefix='backbone.'``) and changes only the attention pattern:
+
+* **window blocks** (``window_block_indexes``): ``x_n = ln1(x)`` is laid out
+  as (B, H, W, C), zero-padded bottom/right to a multiple of
+  ``window_size`` (after the norm, before qkv: padded tokens are zero
+  vectors whose keys/values equal the qkv bias), partitioned into
+  ``window_size`` x ``window_size`` windows (raster order inside each)
+  with window-local RoPE positions ``x = c, y = r`` in ``0 .. ws - 1``;
+  attention runs per window, and the result is un-partitioned and cropped.
+  Padded keys are attended to without a mask (official, like ViTDet);
+  ``mask_window_padding=True`` masks them.
+* **global blocks** (all others): full attention with integer RoPE
+  positions of the runtime (H, W) grid (non-square grids are exact; the
+  official code assumes a square grid).
+
+The output is the stride-16 map (B, C, H/16, W/16) of the last block.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from visionllama_mm.layers import RoPEAttention, VisionLLaMABlock
+from visionllama_mm.registry import MODELS
+from .vision_llama import VisionLLaMA
+
+__all__ = [
+    'WindowRoPEAttention', 'LLaMADET', 'window_partition', 'window_unpartition'
+]
+
+
+def window_partition(x: Tensor, window_size: int) -> Tuple[Tensor, tuple]:
+    """Zero-pad (B, H, W, C) bottom/right and cut it into windows.
+
+    Args:
+        x (Tensor): (B, H, W, C) map.
+        window_size (int): Window side ws.
+
+    Returns:
+        tuple: Windows (B * nh * nw, ws * ws, C), batch-major then raster
+        order of the windows and raster order inside each, and the padded
+        size (Hp, Wp).
+    """
+    B, H, W, C = x.shape
+    pad_h = (window_size - H % window_size) % window_size
+    pad_w = (window_size - W % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    nh, nw = Hp // window_size, Wp // window_size
+    x = x.view(B, nh, window_size, nw, window_size, C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+    return x, (Hp, Wp)
+
+
+def window_unpartition(windows: Tensor, window_size: int,
+                       padded_hw: Tuple[int, int], hw: Tuple[int,
+                                                             int]) -> Tensor:
+    """Inverse of :func:`window_partition`, cropped to (B, H, W, C)."""
+    Hp, Wp = padded_hw
+    H, W = hw
+    nh, nw = Hp // window_size, Wp // window_size
+    C = windows.shape[-1]
+    x = windows.view(-1, nh, nw, window_size, window_size, C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)
+    return x[:, :H, :W]
+
+
+class WindowRoPEAttention(RoPEAttention):
+    """RoPE attention inside non-overlapping windows (ViTDet window block).
+
+    Same parameters (``qkv``, ``proj``) as :class:`RoPEAttention`. The input
+    tokens (already normalised by the block's ``ln1``) are padded and
+    partitioned here, i.e. before the qkv projection.
+
+    Args:
+        dim (int): Embedding dimension C.
+        num_heads (int): Attention heads.
+        window_size (int): Window side in tokens. Defaults to 14.
+        mask_window_padding (bool): Mask the zero-padded keys. Defaults to
+            False (official: padded tokens take part in attention).
+        **kwargs: Further :class:`RoPEAttention` arguments.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 window_size: int = 14,
+                 mask_window_padding: bool = False,
+                 **kwargs) -> None:
+        super().__init__(dim, num_heads, **kwargs)
+        self.window_size = window_size
+        self.mask_window_padding = mask_window_padding
+
+    def extra_repr(self) -> str:
+        return (f'window_size={self.window_size}, '
+                f'mask_window_padding={self.mask_window_padding}')
+
+    def _padding_mask(self, batch: int, hw: Tuple[int, int],
+                      padded_hw: Tuple[int, int],
+                      device: torch.device) -> Optional[Tensor]:
+        if not self.mask_window_padding or tuple(hw) == tuple(padded_hw):
+            return None
+        valid = torch.zeros(padded_hw, dtype=torch.bool, device=device)
+        valid[:hw[0], :hw[1]] = True
+        keys, _ = window_partition(valid[None, :, :, None], self.window_size)
+        # (B * nW, 1, 1, ws * ws): True = attend; every window holds at
+        # least one real token because the padding is < ws.
+        return keys[:, None, None, :, 0].repeat(batch, 1, 1, 1)
+
+    def forward(self,
+                x: Tensor,
+                hw: Tuple[int, int] = None,
+                rope: Optional[Tuple[Tensor, Tensor]] = None,
+                attn_mask: Optional[Tensor] = None,
+                num_prefix_tokens: int = 0) -> Tensor:
+        """Window attention over tokens (B, H * W, C).
+
+        Args:
+            x (Tensor): Normalised tokens (B, H * W, C) in raster order.
+            hw (tuple[int, int]): Token grid (H, W).
+            rope (tuple[Tensor, Tensor], optional): Window-local tables
+                (ws * ws, head_dim).
+            attn_mask (Tensor, optional): Not supported (must be None).
+            num_prefix_tokens (int): Must be 0 (no class token).
+
+        Returns:
+            Tensor: (B, H * W, C).
+        """
+        if hw is None:
+            raise ValueError('WindowRoPEAttention needs the token grid hw')
+        if attn_mask is not None or num_prefix_tokens:
+            raise ValueError('window attention supports neither attn_mask '
+                             'nor prefix tokens')
+        B, N, C = x.shape
+        H, W = hw
+        if N != H * W:
+            raise ValueError(f'{N} tokens do not form the grid {H}x{W}')
+        windows, padded_hw = window_partition(
+            x.view(B, H, W, C), self.window_size)
+        mask = self._padding_mask(B, hw, padded_hw, x.device)
+        out = super().forward(windows, rope=rope, attn_mask=mask)
+        out = window_unpartition(out, self.window_size, padded_hw, hw)
+        return out.reshape(B, N, C)
+
+
+@MODELS.register_module()
+class LLaMADET(VisionLLaMA):
+    """Plain VisionLLaMA with ViTDet window / global attention blocks.
+
+    Takes every argument of :class:`VisionLLaMA` (same parameter names,
+    so MAE checkpoints load with ``prefix='backbone.'``), with the ViTDet
+    defaults ``out_type='featmap'``, ``final_norm=False`` and
+    ``out_indices=-1``, plus:
+
+    Args:
+        window_size (int): Window side of the window blocks, in tokens.
+            Defaults to 14 (the pretraining grid at 224 px).
+        window_block_indexes (Sequence[int], optional): Blocks that attend
+            inside windows; the others attend globally. Defaults to None:
+            every block except the last of each quarter of the depth
+            (``(0, 1, 3, 4, 6, 7, 9, 10)`` for 12 blocks, global blocks 5,
+            11, 17, 23 for 24 blocks).
+        mask_window_padding (bool): Mask the zero-padded tokens of window
+            blocks. Defaults to False (official).
+        **kwargs: :class:`VisionLLaMA` arguments (``arch``, ``img_size``,
+            ``drop_path_rate``, ``init_cfg``, ...). ``with_cls_token`` must
+            stay False.
+    """
+
+    def __init__(self,
+                 *args,
+                 window_size: int = 14,
+                 window_block_indexes: Optional[Sequence[int]] = None,
+                 mask_window_padding: bool = False,
+                 out_type: str = 'featmap',
+                 final_norm: bool = False,
+                 out_indices=-1,
+                 **kwargs) -> None:
+        if kwargs.get('with_cls_token', False):
+            raise ValueError('LLaMADET does not support with_cls_token=True '
+                             '(window attention has no class token)')
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError('window_size must be a positive int, got '
+                             f'{window_size!r}')
+        # _build_layer (called by the parent constructor) needs these.
+        self._window_size = window_size
+        self._window_block_indexes = window_block_indexes
+        self._mask_window_padding = mask_window_padding
+        super().__init__(
+            *args,
+            out_type=out_type,
+            final_norm=final_norm,
+            out_indices=out_indices,
+            **kwargs)
+        self.window_size = window_size
+        self.mask_window_padding = mask_window_padding
+        self.window_block_indexes = self._resolve_window_blocks(
+            window_block_indexes)
+
+    def _resolve_window_blocks(self,
+                               indexes: Optional[Sequence[int]]) -> tuple:
+        L = self.num_layers
+        if indexes is None:
+            step = max(L // 4, 1)
+            glob = {min((k + 1) * step, L) - 1 for k in range(4)}
+            return tuple(i for i in range(L) if i not in glob)
+        resolved = []
+        for i in indexes:
+            if not isinstance(i, int) or not -L <= i < L:
+                raise ValueError(f'window_block_indexes entry {i!r} is out '
+                                 f'of range for {L} layers')
+            resolved.append(i % L)
+        return tuple(sorted(set(resolved)))
+
+    def _build_layer(self, index: int, drop_path: float,
+                     layer_cfg: dict) -> nn.Module:
+        layer = super()._build_layer(index, drop_path, layer_cfg)
+        windows = self._resolve_window_blocks(self._window_block_indexes)
+        if index in windows:
+            if not isinstance(layer, VisionLLaMABlock):
+                raise TypeError('window blocks need VisionLLaMABlock layers')
+            old = layer.attn
+            layer.attn = WindowRoPEAttention(
+                self.embed_dims,
+                self.num_heads,
+                window_size=self._window_size,
+                mask_window_padding=self._mask_window_padding,
+                qkv_bias=old.qkv.bias is not None,
+                proj_bias=old.proj.bias is not None)
+        return layer
+
+    def is_window_block(self, index: int) -> bool:
+        """Whether block ``index`` attends inside windows."""
+        return index in self.window_block_indexes
+
+    def _layer_kwargs(self, index: int, hw: Tuple[int, int],
+                      rope: Tuple[Tensor, Tensor]) -> dict:
+        if self.is_window_block(index):
+            ws = self.window_size
+            window_rope = self.rope.grid(ws, ws, device=rope[0].device)
+            return dict(hw=hw, rope=window_rope)
+        return super()._layer_kwargs(index, hw, rope)
