@@ -2,6 +2,7 @@
 import glob
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -57,15 +58,18 @@ def test_config_builds_and_trains_one_step(path):
     else:
         model = MODELS.build(model_cfg)
         shape, classes = (1, 28, 28), 10
+    from mmagic.datasets.transforms import PackInputs
+    pack = PackInputs(keys=['img'], data_keys=['gt_label'])
+    items = [
+        pack(
+            dict(
+                img=np.random.randint(
+                    0, 256, shape[1:] + shape[:1], dtype=np.uint8),
+                gt_label=label)) for label in (1, classes - 1)
+    ]
     batch = dict(
-        inputs=[torch.randint(0, 256, shape, dtype=torch.uint8)] * 2,
-        data_samples=[dict(gt_label=1),
-                      dict(gt_label=classes - 1)])
-    if 'mmagic' in model.data_preprocessor.__class__.__module__:
-        from mmagic.structures import DataSample
-        batch['data_samples'] = [
-            DataSample(gt_label=d['gt_label']) for d in batch['data_samples']
-        ]
+        inputs=[it['inputs'] for it in items],
+        data_samples=[it['data_samples'] for it in items])
     data = model.data_preprocessor(batch, training=True)
     losses = model(**data, mode='loss')
     assert torch.isfinite(losses['loss'])
