@@ -1,16 +1,7 @@
 # Mask R-CNN 3x (36 epochs) with multi-scale + crop training on COCO and
 # Pyramid VisionLLaMA-L (spec-visionllama.md §8.8; upstream
-# released the -B config only, -L follows it with drop path 0.3). AS2DRoPE is on in the
-# GSA blocks (auto_scale=True, anchor 14 tokens per stage); every batch gets
-# the RoPE tables of its own (H, W), so multi-scale and non-square inputs
-# (e.g. 800x1216 then 1216x800) are exact.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py'
-]
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+# released the -B config only, -L follows it with drop path 0.3): the -S config with the -L backbone.
+_base_ = ['./mask-rcnn_pyramid-visionllama-s_fpn_amp-ms-crop-3x_coco.py']
 
 # ImageNet-1k Pyramid VisionLLaMA-L: the official deit checkpoint
 # (HF mtgv/Pyramid-VisionLLaMA-L best_checkpoint.pth) converted to a
@@ -19,77 +10,7 @@ checkpoint_file = 'checkpoints/pyramid-visionllama-l_in1k.pth'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='visionllama_mm.PyramidVisionLLaMADET',
         arch='large',
         drop_path_rate=0.3,
-        auto_scale=True,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(in_channels=[128, 256, 512, 1024]))
-
-# augmentation strategy of DETR / Sparse R-CNN (the mmdet 3x ms-crop recipe)
-ms_scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),
-             (640, 1333), (672, 1333), (704, 1333), (736, 1333), (768, 1333),
-             (800, 1333)]
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[[
-            dict(type='RandomChoiceResize', scales=ms_scales, keep_ratio=True)
-        ],
-                    [
-                        dict(
-                            type='RandomChoiceResize',
-                            scales=[(400, 1333), (500, 1333), (600, 1333)],
-                            keep_ratio=True),
-                        dict(
-                            type='RandomCrop',
-                            crop_type='absolute_range',
-                            crop_size=(384, 600),
-                            allow_negative_crop=True),
-                        dict(
-                            type='RandomChoiceResize',
-                            scales=ms_scales,
-                            keep_ratio=True)
-                    ]]),
-    dict(type='PackDetInputs')
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-
-max_epochs = 36
-train_cfg = dict(max_epochs=max_epochs)
-
-param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-        end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[27, 33],
-        gamma=0.1)
-]
-
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    paramwise_cfg=dict(
-        custom_keys={
-            'absolute_pos_embed': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.)
-        }),
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=0.0001,
-        betas=(0.9, 0.999),
-        weight_decay=0.05))
-
-# 8 GPUs x 2 images per GPU
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,10 +1,6 @@
 # UperNet on ADE20K with Pyramid VisionLLaMA-B (spec-visionllama.md §8.7):
-# the Twins-SVT UperNet recipe (mmseg twins_svt-s, 160k, AdamW lr 6e-5, wd
-# 0.01, no decay for 'norm') with the backbone replaced. AS2DRoPE is on in
-# the GSA blocks (auto_scale=True, anchor 14 tokens in every stage, the
-# official setting); a fresh LayerNorm after each stage feeds the next.
-_base_ = ['mmseg::twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+# the -S config with the -B backbone.
+_base_ = ['./upernet_pyramid-visionllama-s_8xb2-amp-160k_ade20k-512x512.py']
 
 # ImageNet-1k Pyramid VisionLLaMA-B: the official deit checkpoint
 # (HF mtgv/Pyramid-VisionLLaMA-B best_checkpoint.pth) converted to a
@@ -12,20 +8,6 @@ custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 checkpoint_file = 'checkpoints/pyramid-visionllama-b_in1k.pth'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='visionllama_mm.PyramidVisionLLaMA',
-        arch='base',
-        out_type='featmap',
-        out_indices=(0, 1, 2, 3),
-        final_norm=False,
-        norm_after_stage=True,
-        auto_scale=True,
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+    backbone=dict(arch='base', init_cfg=dict(checkpoint=checkpoint_file)),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
-    auxiliary_head=dict(in_channels=384),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
-
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+    auxiliary_head=dict(in_channels=384))

@@ -1,10 +1,6 @@
 # UperNet on ADE20K with Pyramid VisionLLaMA-L (spec-visionllama.md §8.7):
-# the Twins-SVT UperNet recipe (mmseg twins_svt-s, 160k, AdamW lr 6e-5, wd
-# 0.01, no decay for 'norm') with the backbone replaced. AS2DRoPE is on in
-# the GSA blocks (auto_scale=True, anchor 14 tokens in every stage, the
-# official setting); a fresh LayerNorm after each stage feeds the next.
-_base_ = ['mmseg::twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+# the -S config with the -L backbone.
+_base_ = ['./upernet_pyramid-visionllama-s_8xb2-amp-160k_ade20k-512x512.py']
 
 # ImageNet-1k Pyramid VisionLLaMA-L: the official deit checkpoint
 # (HF mtgv/Pyramid-VisionLLaMA-L best_checkpoint.pth) converted to a
@@ -13,19 +9,8 @@ checkpoint_file = 'checkpoints/pyramid-visionllama-l_in1k.pth'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='visionllama_mm.PyramidVisionLLaMA',
         arch='large',
-        out_type='featmap',
-        out_indices=(0, 1, 2, 3),
-        final_norm=False,
-        norm_after_stage=True,
-        auto_scale=True,
         drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        init_cfg=dict(checkpoint=checkpoint_file)),
     decode_head=dict(in_channels=[128, 256, 512, 1024]),
-    auxiliary_head=dict(in_channels=512),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
-
-optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+    auxiliary_head=dict(in_channels=512))

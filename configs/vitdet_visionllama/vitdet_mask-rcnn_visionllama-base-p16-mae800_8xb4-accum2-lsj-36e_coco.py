@@ -90,7 +90,6 @@ param_scheduler = [
         gamma=0.1)
 ]
 train_cfg = dict(
-    _delete_=True,
     type='IterBasedTrainLoop',
     max_iters=max_iters,
     val_interval=interval,

@@ -5,14 +5,7 @@
 # 8 GPUs x 4 images per forward and accumulative_counts=2 -> 64 images per
 # optimiser step. max_iters counts FORWARD iterations (137250 x 32 images
 # ~ 37 COCO epochs), as upstream.
-_base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    '../_base_/datasets/coco_instance_lsj-1024.py',
-    'mmdet::_base_/default_runtime.py',
-]
-custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.necks'],
-    allow_failed_imports=False)
+_base_ = './vitdet_mask-rcnn_visionllama-base-p16-mae800_8xb4-accum2-lsj-36e_coco.py'  # noqa: E501
 
 # MAE-pretrained VisionLLaMA-L: the last checkpoint of
 # configs/mae_visionllama/mae_visionllama-large-p16_8xb256-amp-coslr-800e_in1k.py, or the released
@@ -23,98 +16,21 @@ custom_imports = dict(
 checkpoint_file = 'checkpoints/visionllama-large-p16_mae-800e_in1k.pth'
 
 backbone_channels = 1024
-norm_cfg = dict(type='LN2d', requires_grad=True)
-image_size = (1024, 1024)
-batch_augments = [
-    dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)
-]
 model = dict(
-    data_preprocessor=dict(pad_size_divisor=32, batch_augments=batch_augments),
     backbone=dict(
-        _delete_=True,
-        type='visionllama_mm.LLaMADET',
         arch='large',
-        img_size=1024,
-        patch_size=16,
         drop_path_rate=0.4,
-        out_type='featmap',
-        final_norm=False,
-        out_indices=[-1],
-        window_size=14,
         # global blocks 5, 11, 17, 23 (ViTDet-L); all others use windows
         window_block_indexes=[
             0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 18, 19, 20, 21,
             22
         ],
-        mask_window_padding=False,
-        init_cfg=dict(
-            type='Pretrained', checkpoint=checkpoint_file,
-            prefix='backbone.')),
+        init_cfg=dict(checkpoint=checkpoint_file)),
     neck=dict(
-        _delete_=True,
-        type='visionllama_mm.SimpleFPN',
         backbone_channel=backbone_channels,
         in_channels=[
             backbone_channels // 4, backbone_channels // 2, backbone_channels,
             backbone_channels
-        ],
-        out_channels=256,
-        num_outs=5,
-        norm_cfg=norm_cfg),
-    rpn_head=dict(num_convs=2),
-    roi_head=dict(
-        bbox_head=dict(
-            type='Shared4Conv1FCBBoxHead',
-            conv_out_channels=256,
-            norm_cfg=norm_cfg),
-        mask_head=dict(norm_cfg=norm_cfg)))
+        ]))
 
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    constructor='visionllama_mm.LayerDecayOptimWrapperConstructor',
-    accumulative_counts=2,
-    paramwise_cfg=dict(
-        layer_decay_rate=0.8,
-        decay_type='layer_wise',
-        num_layers=24,
-        no_decay_rule='upstream'),
-    optimizer=dict(
-        type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.1))
-
-max_iters = 137250
-interval = 5000
-dynamic_intervals = [(max_iters // interval * interval + 1, max_iters)]
-param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_iters,
-        by_epoch=False,
-        milestones=[102937, 125812],
-        gamma=0.1)
-]
-train_cfg = dict(
-    _delete_=True,
-    type='IterBasedTrainLoop',
-    max_iters=max_iters,
-    val_interval=interval,
-    dynamic_intervals=dynamic_intervals)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(
-        type='CheckpointHook',
-        by_epoch=False,
-        save_last=True,
-        interval=interval,
-        max_keep_ckpts=2))
-custom_hooks = [dict(type='visionllama_mm.Fp16CompressionHook')]
-log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
-
-# 8 GPUs x 4 images per forward; --auto-scale-lr rescales from this.
-auto_scale_lr = dict(enable=False, base_batch_size=32)
+optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.8, num_layers=24))

@@ -22,9 +22,6 @@ import numpy as np
 import pytest
 import torch
 
-# End-to-end trainings: run with `make test-all` (not in the default suite).
-pytestmark = pytest.mark.slow
-
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
 
