@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from visionllama_mm.layers import (DropPath, LayerScaleBlock,
                                    RotaryEmbedding2D, SwiGLU, VisionLLaMABlock,
-                                   swiglu_hidden_dim)
+                                   silu_gate, swiglu_hidden_dim)
 
 
 @pytest.mark.parametrize('dim,hidden', [(64, 256), (96, 256), (128, 512),
@@ -45,6 +45,29 @@ def test_swiglu_layouts_agree():
     ref = split.c_proj(F.silu(split.c_fc1(x)) * split.c_fc2(x))
     torch.testing.assert_close(split(x), ref)
     torch.testing.assert_close(fused(x), ref)
+
+
+def test_silu_gate_gradients():
+    torch.manual_seed(0)
+    gate = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(silu_gate, (gate, up))
+    # equal to autograd through the plain formula, values and gradients
+    grad = torch.randn(3, 7, dtype=torch.float64)
+    ours = torch.autograd.grad(silu_gate(gate, up), (gate, up), grad)
+    ref = torch.autograd.grad(F.silu(gate) * up, (gate, up), grad)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(silu_gate(gate, up), F.silu(gate) * up)
+
+
+def test_swiglu_gradients_both_layouts():
+    torch.manual_seed(0)
+    for layout in ('split', 'fused'):
+        ffn = SwiGLU(6, 8, bias=True, layout=layout).double()
+        x = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(ffn, (x, ))
 
 
 def test_drop_path():

@@ -24,9 +24,11 @@ def test_pyramid_pair_tiny(capsys):
             ] == ['PyramidVisionLLaMA-small', 'mmpretrain SVT-small']
     for r in results:
         assert r['fwd_ips'] > 0 and r['train_ips'] > 0
+        assert r['gflops'] > 0
     assert round(results[0]['params'] / 1e6, 1) == 25.4  # no head
     out = capsys.readouterr().out
     assert '| ratio (PyramidVisionLLaMA-small / mmpretrain SVT-small) |' in out
+    assert '| FLOP-normalised ratio |' in out
 
 
 def test_pyramid_arch_checked():

@@ -137,6 +137,17 @@ def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """GFLOPs of one image (mmengine's counter: one multiply-add = 1)."""
+    from mmengine.analysis import FlopAnalyzer
+    model.eval()
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(model, (x, ))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        return analyzer.total() / 1e9
+
+
 def measure(args, which: int) -> dict:
     """Build one model of the pair and measure it."""
     torch.manual_seed(0)
@@ -152,7 +163,7 @@ def measure(args, which: int) -> dict:
         device.type,
         dtype=torch.bfloat16 if device.type == 'cpu' else torch.float16,
         enabled=args.amp)
-    result = dict(name=name, params=params)
+    result = dict(name=name, params=params, gflops=_gflops(model, x[:1]))
 
     # forward
     model.eval()
@@ -223,12 +234,13 @@ def format_table(results: List[dict], args) -> str:
     lines = [
         f'{args.model}: batch {args.batch_size}, {args.img_size} px, '
         f'device {args.device}, amp {args.amp}',
-        f'| model | params (M) | fwd img/s | train img/s | fwd peak '
+        f'| model | params (M) | GFLOPs | fwd img/s | train img/s | fwd peak '
         f'{mem} | train peak {mem} |',
-        '|---|---|---|---|---|---|',
+        '|---|---|---|---|---|---|---|',
     ]
     for r in results:
         lines.append(f'| {r["name"]} | {r["params"] / 1e6:.2f} | '
+                     f'{r["gflops"]:.2f} | '
                      f'{r["fwd_ips"]:.1f} | {r["train_ips"]:.1f} | '
                      f'{r["fwd_mem"]:.0f} | {r["train_mem"]:.0f} |')
     ours, ref = results
@@ -237,9 +249,16 @@ def format_table(results: List[dict], args) -> str:
         return ours[key] / ref[key] if ref[key] > 0 else float('nan')
 
     lines.append(f'| ratio ({ours["name"]} / {ref["name"]}) | '
-                 f'{ratio("params"):.2f} | {ratio("fwd_ips"):.2f} | '
+                 f'{ratio("params"):.2f} | {ratio("gflops"):.2f} | '
+                 f'{ratio("fwd_ips"):.2f} | '
                  f'{ratio("train_ips"):.2f} | {ratio("fwd_mem"):.2f} | '
                  f'{ratio("train_mem"):.2f} |')
+    # throughput per FLOP: separates implementation speed from the extra
+    # work an architecture does (e.g. the wider SwiGLU of the pyramid)
+    flops = ratio('gflops')
+    lines.append(f'| FLOP-normalised ratio | | | '
+                 f'{ratio("fwd_ips") * flops:.2f} | '
+                 f'{ratio("train_ips") * flops:.2f} | | |')
     return '\n'.join(lines)
 
 

@@ -4,12 +4,12 @@ from .blocks import DropPath, LayerScaleBlock, VisionLLaMABlock
 from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope,
                    cls_token_coords, gather_tables, grid_coords,
                    gsa_key_coords, rope_frequencies)
-from .swiglu import FFN_HIDDEN_RULES, SwiGLU, swiglu_hidden_dim
+from .swiglu import FFN_HIDDEN_RULES, SwiGLU, silu_gate, swiglu_hidden_dim
 
 __all__ = [
     'RoPEAttention', 'scaled_dot_product', 'use_fused_attn', 'DropPath',
     'LayerScaleBlock', 'VisionLLaMABlock', 'RotaryEmbedding2D', 'anchor_scale',
     'apply_rope', 'cls_token_coords', 'gather_tables', 'grid_coords',
     'gsa_key_coords', 'rope_frequencies', 'FFN_HIDDEN_RULES', 'SwiGLU',
-    'swiglu_hidden_dim'
+    'silu_gate', 'swiglu_hidden_dim'
 ]
