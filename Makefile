@@ -53,7 +53,10 @@ test-all: env lint
 	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest $(PYTEST_ARGS) tests
 
 bench: env
-	$(PY) tools/analysis_tools/benchmark_backbone.py
+	$(PY) tools/analysis_tools/benchmark_backbone.py --model plain --arch base \
+		--ffn-hidden-rule llama --batch-size 8 --iters 5 --warmup 2
+	$(PY) tools/analysis_tools/benchmark_backbone.py --model pyramid --arch s \
+		--batch-size 16 --iters 10 --warmup 3
 
 clean-env:
 	rm -rf $(VENV)
