@@ -14,7 +14,10 @@ model = dict(
         num_classes=10,
         class_dropout_prob=0.1,
         learn_sigma=True,
-        cfg_channels=None),
+        cfg_channels=None,
+        # DEVIATION: RoPE alone is relative and cannot place the centred
+        # digits from pure noise; add DiT's fixed sin-cos embedding.
+        add_pos_embed=True),
     diffusion_steps=1000,
     sample_cfg=dict(num_steps=100, cfg_scale=2.0),
     data_preprocessor={{_base_.data_preprocessor}})

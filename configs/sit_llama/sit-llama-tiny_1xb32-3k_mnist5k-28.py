@@ -14,7 +14,10 @@ model = dict(
         num_classes=10,
         class_dropout_prob=0.1,
         learn_sigma=False,
-        cfg_channels=None),  # guide the single channel
+        cfg_channels=None,  # guide the single channel
+        # DEVIATION: RoPE alone is relative and cannot place the centred
+        # digits from pure noise; add DiT's fixed sin-cos embedding.
+        add_pos_embed=True),
     transport=dict(path='linear', prediction='velocity'),
     sample_cfg=dict(mode='sde', num_steps=100, cfg_scale=2.0),
     data_preprocessor={{_base_.data_preprocessor}})
