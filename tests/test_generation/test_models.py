@@ -260,3 +260,24 @@ def test_rope_has_no_state_and_follows_grid():
     model(x, torch.zeros(1), torch.zeros(1).long())
     # a (2, 4) token grid was cached, not a square one
     assert any(k[1:3] == (2, 4) for k in model.rope._cache)
+
+
+def test_add_pos_embed_option():
+    """Opt-in sin-cos embedding: added to the tokens, not in checkpoints."""
+    base = randomize(tiny()).eval()
+    model = tiny(add_pos_embed=True).eval()
+    model.load_state_dict(base.state_dict())  # same keys, strict
+    assert set(model.state_dict()) == set(base.state_dict())
+    x, t = torch.randn(2, 4, 4, 8), torch.tensor([3., 7.])
+    y = torch.tensor([1, 2])
+    # a (2, 4) grid in raster order: token n sits at (n % 4, n // 4)
+    pos = get_2d_sincos_pos_embed(32, (2, 4))
+    torch.testing.assert_close(pos, get_2d_sincos_pos_embed(32, 4)[:8])
+    with torch.no_grad():
+        out = model(x, t, y)
+        plain = base(x, t, y)
+        tokens = base.x_embedder(x) + pos.float()
+        base.x_embedder.forward = lambda img: tokens
+        shifted = base(x, t, y)
+    torch.testing.assert_close(out, shifted)
+    assert not torch.allclose(out, plain)

@@ -216,6 +216,13 @@ class DiTLLaMA(nn.Module):
 
             Defaults to 3.
         rope_base (float): RoPE base. Defaults to 10000.
+        add_pos_embed (bool): ⚠ DEVIATION, off in every official model.
+            Also add DiT's fixed 2D sin-cos position embedding to the
+            tokens (a non-persistent buffer, not in checkpoints). RoPE alone
+            is relative: from pure noise the network cannot tell where a
+            token lies in the frame, so small models trained briefly on
+            centred data (the pixel-space MNIST quick start) scatter digit
+            strokes over the grid. Defaults to False.
         grad_checkpointing (bool): Recompute blocks in backward to save
             memory. Defaults to False.
     """
@@ -232,6 +239,7 @@ class DiTLLaMA(nn.Module):
                  learn_sigma: bool = True,
                  cfg_channels: Optional[int] = 3,
                  rope_base: float = 10000.,
+                 add_pos_embed: bool = False,
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
         if cfg_channels is None:
@@ -255,6 +263,8 @@ class DiTLLaMA(nn.Module):
         self.num_classes = num_classes
         self.cfg_channels = cfg_channels
         self.grad_checkpointing = grad_checkpointing
+        self.add_pos_embed = add_pos_embed
+        self._pos_cache: Dict[tuple, Tensor] = {}
 
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -329,11 +339,21 @@ class DiTLLaMA(nn.Module):
         x = torch.einsum('nhwpqc->nchpwq', x)
         return x.reshape(x.shape[0], c, h * p, w * p)
 
+    def pos_embed(self, grid: Tuple[int, int], ref: Tensor) -> Tensor:
+        """Fixed sin-cos embedding (T, D) of an (h, w) grid (cached)."""
+        key = (grid, ref.device, ref.dtype)
+        if key not in self._pos_cache:
+            pos = get_2d_sincos_pos_embed(self.hidden_size, grid)
+            self._pos_cache[key] = pos.to(ref.device, ref.dtype)
+        return self._pos_cache[key]
+
     def forward_features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """Tokens after the final layer, (N, T, p * p * out_channels)."""
         p = self.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         x = self.x_embedder(x)  # (N, T, D), T = H * W / p ** 2
+        if self.add_pos_embed:
+            x = x + self.pos_embed(grid, x)
         t = self.t_embedder(t)  # (N, D)
         y = self.y_embedder(y, self.training)  # (N, D)
         c = t + y  # (N, D)
@@ -431,18 +451,22 @@ def get_1d_sincos_pos_embed(embed_dim: int, pos: Tensor) -> Tensor:
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)  # (M, D)
 
 
-def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> Tensor:
-    """DiT / MAE fixed 2D sin-cos embedding of a square grid, (G * G, D).
+def get_2d_sincos_pos_embed(embed_dim: int,
+                            grid_size: Union[int, Tuple[int, int]]) -> Tensor:
+    """DiT / MAE fixed 2D sin-cos embedding of a grid, (h * w, D).
 
     The first half of the channels encodes the column (x), the second half
-    the row (y), as in the official ``get_2d_sincos_pos_embed``.
+    the row (y), as in the official ``get_2d_sincos_pos_embed``; tokens are
+    in raster order. ``grid_size`` is G (a G x G grid) or (h, w).
     """
     if embed_dim % 4:
         raise ValueError(f'embed_dim must be a multiple of 4, got '
                          f'{embed_dim}')
+    h, w = (grid_size, grid_size) if isinstance(grid_size, int) \
+        else grid_size
     ys, xs = torch.meshgrid(
-        torch.arange(grid_size, dtype=torch.float64),
-        torch.arange(grid_size, dtype=torch.float64),
+        torch.arange(h, dtype=torch.float64),
+        torch.arange(w, dtype=torch.float64),
         indexing='ij')
     emb_x = get_1d_sincos_pos_embed(embed_dim // 2, xs)
     emb_y = get_1d_sincos_pos_embed(embed_dim // 2, ys)
