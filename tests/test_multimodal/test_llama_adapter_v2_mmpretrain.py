@@ -313,11 +313,6 @@ def test_runner_joint_recipe_on_mixed_data(skimage_data, tmp_path):
         torch.tensor(runner.message_hub.get_scalar('train/loss').current()))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not (osp.isfile(osp.join(REPO, 'tools', 'train.py'))
-         and osp.isfile(osp.join(REPO, 'tools', 'test.py'))),
-    reason='tools/train.py and tools/test.py not present yet')
 def test_tools_train_then_test(skimage_data, tmp_path):
     work = str(tmp_path / 'work')
     opts = [f'{k}={v}' for k, v in tiny_overrides(skimage_data, work).items()]
