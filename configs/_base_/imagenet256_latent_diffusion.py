@@ -3,6 +3,7 @@
 # folder loaded by diffusers.AutoencoderKL.from_pretrained), AdamW 1e-4
 # constant (no weight decay, no warmup, no clipping), global batch 256
 # (8 GPUs x 32), EMA 0.9999 initialised as a copy, seed 0, 400k iterations.
+# The family configs add the model type, arch, objective and sampler.
 _base_ = ['./generation_runtime.py']
 
 vae_path = 'data/sd-vae-ft-ema'  # local copy of stabilityai/sd-vae-ft-ema
@@ -10,6 +11,16 @@ data_root = 'data/imagenet'
 
 data_preprocessor = dict(
     type='mmagic.DataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3)
+
+model = dict(
+    net_cfg=dict(
+        input_size=32,  # 256 / 8 (SD-VAE latents)
+        num_classes=1000,
+        class_dropout_prob=0.1,
+        learn_sigma=True,
+        cfg_channels=3),  # official: guide 3 of the 4 latent channels
+    vae=dict(path=vae_path, scale_factor=0.18215),
+    data_preprocessor=data_preprocessor)
 
 # ADM-style: square centre crop, resize to 256 (bicubic), random h-flip
 train_pipeline = [
