@@ -3,14 +3,24 @@
 # folder loaded by diffusers.AutoencoderKL.from_pretrained), AdamW 1e-4
 # constant (no weight decay, no warmup, no clipping), global batch 256
 # (8 GPUs x 32), EMA 0.9999 initialised as a copy, seed 0, 400k iterations.
-default_scope = 'mmagic'
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+# The family configs add the model type, arch, objective and sampler.
+_base_ = ['./generation_runtime.py']
 
 vae_path = 'data/sd-vae-ft-ema'  # local copy of stabilityai/sd-vae-ft-ema
 data_root = 'data/imagenet'
 
 data_preprocessor = dict(
     type='mmagic.DataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3)
+
+model = dict(
+    net_cfg=dict(
+        input_size=32,  # 256 / 8 (SD-VAE latents)
+        num_classes=1000,
+        class_dropout_prob=0.1,
+        learn_sigma=True,
+        cfg_channels=3),  # official: guide 3 of the 4 latent channels
+    vae=dict(path=vae_path, scale_factor=0.18215),
+    data_preprocessor=data_preprocessor)
 
 # ADM-style: square centre crop, resize to 256 (bicubic), random h-flip
 train_pipeline = [
@@ -37,39 +47,13 @@ train_dataloader = dict(
         data_prefix='train',
         pipeline=train_pipeline))
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=400000)
-val_cfg = None
-test_cfg = None
+train_cfg = dict(max_iters=400000)
 
 # The official runs use fp16 autocast with a GradScaler; bf16
 # (dtype='bfloat16') avoids the fp16 NaNs reported for DiT/SiT training.
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0., betas=(0.9, 0.999)))
+optim_wrapper = dict(type='AmpOptimWrapper', optimizer=dict(lr=1e-4))
 
-custom_hooks = [
-    dict(
-        type='EMAHook',
-        ema_type='ExponentialMovingAverage',
-        momentum=1e-4,  # decay 0.9999
-        priority='ABOVE_NORMAL')
-]
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(
-        type='CheckpointHook',
-        interval=50000,
-        by_epoch=False,
-        max_keep_ckpts=-1),
+    logger=dict(interval=100),
+    checkpoint=dict(interval=50000, max_keep_ckpts=-1),
     sampler_seed=dict(type='DistSamplerSeedHook'))
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-randomness = dict(seed=0)

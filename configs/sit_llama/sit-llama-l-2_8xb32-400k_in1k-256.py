@@ -1,26 +1,4 @@
-# SiT-LLaMA-L/2 on ImageNet 256 latents (official recipe, §6.3):
-# linear interpolant, velocity prediction, no loss weighting.
-# Sampling: SDE Euler-Maruyama (250 steps, diffusion form 'sigma', norm 1,
-# last step 'Mean' of 0.04) or ODE dopri5 (atol 1e-6, rtol 1e-3).
-_base_ = ['../_base_/imagenet256_latent_diffusion.py']
+# SiT-LLaMA-L/2 on ImageNet 256 latents (official recipe, §6.3).
+_base_ = ['./sit-llama-s-2_8xb32-400k_in1k-256.py']
 
-model = dict(
-    type='visionllama_mm.SiTLLaMA',
-    arch='SiTLLaMA_L_2',
-    net_cfg=dict(
-        input_size=32,
-        num_classes=1000,
-        class_dropout_prob=0.1,
-        learn_sigma=True,
-        cfg_channels=3),
-    transport=dict(path='linear', prediction='velocity'),
-    vae=dict(path={{_base_.vae_path}}, scale_factor=0.18215),
-    sample_cfg=dict(
-        mode='sde',
-        num_steps=250,
-        cfg_scale=1.0,
-        diffusion_form='sigma',
-        diffusion_norm=1.0,
-        last_step='Mean',
-        last_step_size=0.04),
-    data_preprocessor={{_base_.data_preprocessor}})
+model = dict(arch='SiTLLaMA_L_2')
