@@ -14,11 +14,7 @@
 #
 # The fine-tune and linear-probe configs next to this one start from its
 # epoch_10.pth.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
-
-custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.datasets'],
-    allow_failed_imports=False)
+_base_ = ['../_base_/mnist5k_mmpretrain.py']
 
 img_size = 28
 patch_size = 4
@@ -26,8 +22,7 @@ embed_dims = 64
 max_epochs = 10
 
 # ---------------------------------------------------------------- data
-data_preprocessor = dict(
-    type='SelfSupDataPreprocessor', mean=[33.32], std=[78.57], to_rgb=False)
+data_preprocessor = dict(type='SelfSupDataPreprocessor')
 train_pipeline = [
     dict(
         type='RandomResizedCrop',
@@ -38,11 +33,8 @@ train_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=128,
-    num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
-    dataset=dict(
-        type='visionllama_mm.MNIST5k', split='train', pipeline=train_pipeline))
+    dataset=dict(pipeline=train_pipeline))
 
 # ---------------------------------------------------------------- model
 model = dict(
@@ -109,7 +101,4 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 
 # ---------------------------------------------------------------- runtime
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=8),
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=1))
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=5))

@@ -12,11 +12,7 @@
 #
 #   python tools/train.py configs/mae_visionllama/<this file> \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH
-_base_ = ['mmpretrain::_base_/default_runtime.py']
-
-custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.datasets'],
-    allow_failed_imports=False)
+_base_ = ['../_base_/mnist5k_cls.py']
 
 mae_checkpoint = ('work_dirs/mae_visionllama-tiny-p4_1xb128-coslr-10e_'
                   'mnist5k-28px/epoch_10.pth')
@@ -26,28 +22,7 @@ embed_dims = 64
 max_epochs = 5
 
 # ---------------------------------------------------------------- data
-data_preprocessor = dict(
-    num_classes=10, mean=[33.32], std=[78.57], to_rgb=False)
-train_pipeline = [
-    dict(type='RandomCrop', crop_size=img_size, padding=2),
-    dict(type='PackInputs'),
-]
-test_pipeline = [dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=128,
-    num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type='visionllama_mm.MNIST5k', split='train', pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=250,
-    num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='visionllama_mm.MNIST5k', split='test', pipeline=test_pipeline))
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_dataloader = val_dataloader
-test_evaluator = val_evaluator
+train_dataloader = dict(batch_size=128)
 
 # ---------------------------------------------------------------- model
 model = dict(
@@ -107,12 +82,6 @@ param_scheduler = [
         convert_to_iter_based=True)
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict()
-test_cfg = dict()
 
 # ---------------------------------------------------------------- runtime
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=8),
-    checkpoint=dict(
-        type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
-randomness = dict(seed=0)
+default_hooks = dict(checkpoint=dict(interval=max_epochs))

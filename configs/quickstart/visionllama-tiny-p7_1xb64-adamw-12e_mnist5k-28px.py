@@ -3,11 +3,7 @@
 # in a few minutes. `make demo` trains it with tools/train.py and then
 # evaluates the checkpoint at 1x / 1.5x / 2x resolution with and without
 # AS2DRoPE (tools/quickstart.py).
-_base_ = ['mmpretrain::_base_/default_runtime.py']
-
-custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.datasets'],
-    allow_failed_imports=False)
+_base_ = ['../_base_/mnist5k_cls.py']
 
 img_size = 28  # the 28 px digits as they are: a 4 x 4 grid of 7 px patches
 patch_size = 7
@@ -15,12 +11,6 @@ embed_dims = 64
 max_epochs = 12
 
 # ---------------------------------------------------------------- data
-data_preprocessor = dict(
-    num_classes=10, mean=[33.32], std=[78.57], to_rgb=False)
-train_pipeline = [
-    dict(type='RandomCrop', crop_size=img_size, padding=2),
-    dict(type='PackInputs'),
-]
 # tools/quickstart.py changes the Resize scale to test other resolutions
 test_pipeline = [
     dict(type='Resize', scale=(img_size, img_size)),
@@ -29,19 +19,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=64,
     num_workers=1,  # prepares batches on the second core
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type='visionllama_mm.MNIST5k', split='train', pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=200,
-    num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='visionllama_mm.MNIST5k', split='test', pipeline=test_pipeline))
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+    persistent_workers=True)
+val_dataloader = dict(batch_size=200, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- model
 model = dict(
@@ -87,12 +67,7 @@ param_scheduler = [
         convert_to_iter_based=True),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=6)
-val_cfg = dict()
-test_cfg = dict()
 
 # ---------------------------------------------------------------- runtime
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(
-        type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
-randomness = dict(seed=0)
+    logger=dict(interval=20), checkpoint=dict(interval=max_epochs))

