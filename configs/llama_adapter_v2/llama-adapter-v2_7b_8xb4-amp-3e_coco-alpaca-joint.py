@@ -14,29 +14,11 @@ model = dict(
     bias_mode='paper',
     max_words=512)
 
-caption_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        crop_ratio_range=(0.9, 1.0),
-        aspect_ratio_range=(0.75, 1.3333),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['gt_caption'],
-        meta_keys=['image_id']),
-]
+caption_pipeline = _base_.train_pipeline
+# the same augmentation; text-only samples get a blank image
 instruction_pipeline = [
     dict(type='visionllama_mm.LoadImageOrBlank', size=224),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        crop_ratio_range=(0.9, 1.0),
-        aspect_ratio_range=(0.75, 1.3333),
-        interpolation='bicubic',
-        backend='pillow'),
+    *caption_pipeline[1:-1],
     dict(
         type='PackInputs',
         algorithm_keys=['question', 'input', 'gt_answer', 'text_only'],
@@ -47,11 +29,7 @@ train_dataloader = dict(
         _delete_=True,
         type='ConcatDataset',
         datasets=[
-            dict(
-                type='COCOCaption',
-                data_root='data/coco',
-                ann_file='annotations/coco_karpathy_train.json',
-                pipeline=caption_pipeline),
+            dict(_base_.train_dataloader.dataset, pipeline=caption_pipeline),
             dict(
                 type='visionllama_mm.LLaMAAdapterInstructionDataset',
                 data_root='data/llama_adapter',

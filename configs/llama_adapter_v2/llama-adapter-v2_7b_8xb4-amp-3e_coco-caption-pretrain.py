@@ -4,59 +4,15 @@
 # Released recipe: 8 GPUs x 4, AdamW (0.9, 0.95), lr 1e-4 * 32 / 256,
 # weight decay 0.05, 150 sub-epochs of 1/50 of the data (= 3 passes) with a
 # 5 sub-epoch (= 0.1 pass) warmup and a half-cosine decay to 0, max_words 96.
-_base_ = 'mmpretrain::_base_/default_runtime.py'
-
-custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.multimodal'],
-    allow_failed_imports=False)
-
-llama_dir = 'data/llama/7B'
-tokenizer_path = 'data/llama/tokenizer.model'
-clip_dir = 'data/clip-vit-large-patch14'
-
-model = dict(
-    type='visionllama_mm.LLaMAAdapterV2',
-    llm=dict(meta_dir=llama_dir, dtype='float16'),
-    tokenizer=dict(type='LlamaTokenizer', name_or_path=tokenizer_path),
-    vision_encoder=dict(type='hf', name_or_path=clip_dir, dtype='float16'),
-    phase='pretrain',
-    task='caption',
-    max_words=96,
-    data_preprocessor=dict(
-        type='MultiModalDataPreprocessor',
-        mean=[122.770938, 116.7460125, 104.09373615],
-        std=[68.5005327, 66.6321579, 70.32316305],
-        to_rgb=False),
-)
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        crop_ratio_range=(0.9, 1.0),
-        aspect_ratio_range=(0.75, 1.3333),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['gt_caption'],
-        meta_keys=['image_id']),
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/models/llama-adapter-v2_7b.py',
+    '../_base_/datasets/llama-adapter-v2_coco-caption_train.py',
 ]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=8,
-    dataset=dict(
-        type='COCOCaption',
-        data_root='data/coco',
-        ann_file='annotations/coco_karpathy_train.json',
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    persistent_workers=True,
-    # MultiModalDataPreprocessor expects stacked images
-    collate_fn=dict(type='default_collate'),
-    drop_last=True,
-)
+
+model = dict(phase='pretrain', task='caption', max_words=96)
+
+train_dataloader = dict(persistent_workers=True)
 
 optim_wrapper = dict(
     type='AmpOptimWrapper',

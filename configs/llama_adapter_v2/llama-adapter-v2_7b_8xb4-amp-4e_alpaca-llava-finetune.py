@@ -11,15 +11,10 @@ load_from = 'work_dirs/llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain/epo
 
 model = dict(phase='finetune', task='chat', max_words=512)
 
+# the pretraining augmentation; text-only samples get a blank image
 train_pipeline = [
     dict(type='visionllama_mm.LoadImageOrBlank', size=224),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        crop_ratio_range=(0.9, 1.0),
-        aspect_ratio_range=(0.75, 1.3333),
-        interpolation='bicubic',
-        backend='pillow'),
+    *_base_.train_pipeline[1:-1],
     dict(
         type='PackInputs',
         algorithm_keys=['question', 'input', 'gt_answer', 'text_only'],
@@ -34,20 +29,9 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3 * 32 / 256, weight_decay=0.02))
+# the pretraining schedule's shape: linear warmup (1 epoch), half-cosine to 0
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6,
-        by_epoch=True,
-        begin=0,
-        end=1,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=0.0,
-        by_epoch=True,
-        begin=1,
-        end=4,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], end=1),
+    dict(_base_.param_scheduler[1], begin=1, end=4),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=4)
+train_cfg = dict(max_epochs=4)

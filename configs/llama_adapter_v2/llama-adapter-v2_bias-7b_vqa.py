@@ -12,14 +12,7 @@ model = dict(
     generation_cfg=dict(max_new_tokens=30, temperature=0.0, top_p=0.75))
 
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=224,
-        edge='short',
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(type='CenterCrop', crop_size=224),
+    *_base_.test_pipeline[:-1],
     dict(
         type='PackInputs',
         algorithm_keys=['question', 'gt_answer', 'gt_answer_weight'],

@@ -7,20 +7,19 @@
 #   python tools/train.py configs/llama_adapter_v2/<this file>
 #   python tools/test.py configs/llama_adapter_v2/<this file> \
 #       work_dirs/<this name>/iter_30.pth
-_base_ = 'mmpretrain::_base_/default_runtime.py'
-
-custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.multimodal'],
-    allow_failed_imports=False)
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/models/llama-adapter-v2.py',
+    '../_base_/datasets/llama-adapter-v2_coco-caption_train.py',
+    '../_base_/datasets/llama-adapter-v2_coco-caption_test.py',
+]
 
 data_root = 'data/llama_adapter_skimage'
 
 model = dict(
-    type='visionllama_mm.LLaMAAdapterV2',
     llm=dict(meta_dir=data_root + '/llama_tiny'),
-    tokenizer=dict(
-        type='LlamaTokenizer', name_or_path=data_root + '/tokenizer.model'),
-    vision_encoder=dict(type='hf', name_or_path=data_root + '/clip_tiny'),
+    tokenizer=dict(name_or_path=data_root + '/tokenizer.model'),
+    vision_encoder=dict(name_or_path=data_root + '/clip_tiny'),
     phase='pretrain',
     task='caption',
     query_len=10,
@@ -30,71 +29,23 @@ model = dict(
     v_num_heads=4,
     max_words=96,
     generation_cfg=dict(max_new_tokens=20, temperature=0.0),
-    data_preprocessor=dict(
-        type='MultiModalDataPreprocessor',
-        mean=[122.770938, 116.7460125, 104.09373615],
-        std=[68.5005327, 66.6321579, 70.32316305],
-        to_rgb=False),
 )
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        crop_ratio_range=(0.9, 1.0),
-        aspect_ratio_range=(0.75, 1.3333),
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['gt_caption'],
-        meta_keys=['image_id']),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=224,
-        edge='short',
-        interpolation='bicubic',
-        backend='pillow'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(
-        type='PackInputs',
-        algorithm_keys=['gt_caption'],
-        meta_keys=['image_id']),
-]
 train_dataloader = dict(
-    batch_size=4,
     num_workers=0,
     dataset=dict(
-        type='COCOCaption',
-        data_root=data_root,
-        ann_file='annotations/captions_train.json',
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    # MultiModalDataPreprocessor expects stacked images
-    collate_fn=dict(type='default_collate'),
-    drop_last=True,
-)
+        data_root=data_root, ann_file='annotations/captions_train.json'))
 test_dataloader = dict(
     batch_size=4,
     num_workers=0,
     dataset=dict(
-        type='COCOCaption',
-        data_root=data_root,
-        ann_file='annotations/captions_val.json',
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    # MultiModalDataPreprocessor expects stacked images
-    collate_fn=dict(type='default_collate'),
-)
+        data_root=data_root, ann_file='annotations/captions_val.json'))
 # predictions (pred_caption, image_id) are dumped; COCO caption metrics need
 # pycocoevalcap and a COCO-format ground-truth file
 test_evaluator = dict(
-    type='DumpResults', out_file_path='work_dirs/skimage_captions.pkl')
-test_cfg = dict()
+    _delete_=True,
+    type='DumpResults',
+    out_file_path='work_dirs/skimage_captions.pkl')
 
 optim_wrapper = dict(
     constructor='visionllama_mm.LLaMAAdapterV2OptimWrapperConstructor',
