@@ -57,12 +57,15 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from visionllama_mm.layers.attention import scaled_dot_product, use_fused_attn
-from visionllama_mm.layers.blocks import LayerScaleBlock
-from visionllama_mm.layers.rope import (GSA_KEY_POS, RotaryEmbedding2D,
-                                        anchor_scale, apply_rope)
+from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
+                                             use_fused_attn)
+from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
+from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
+                                        RotaryEmbedding2D, anchor_scale,
+                                        apply_rope, check_choice)
 from visionllama_mm.layers.swiglu import swiglu_hidden_dim
 from visionllama_mm.registry import MODELS
+from .vision_llama import parse_out_indices
 
 __all__ = [
     'PatchEmbed', 'GroupAttention', 'GSAttention', 'PyramidVisionLLaMA',
@@ -71,12 +74,8 @@ __all__ = [
 
 Tables = Tuple[Tensor, Tensor]
 
-
-def _check_choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f'{name} must be one of {list(allowed)}, '
-                         f'got {value!r}')
-
+# LSA window and GSA sub-sampling per stage, shared by every released size
+_TWINS_WINDOWS = dict(window_sizes=[7, 7, 7, 7], sr_ratios=[8, 4, 2, 1])
 
 # ---------------------------------------------------------------------------
 # Layers
@@ -142,11 +141,8 @@ class GroupAttention(nn.Module):
                  attn_drop: float = 0.,
                  mask_window_padding: bool = False) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
-                             f'({num_heads})')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of(dim, num_heads)
         self.window_size = window_size
         self.mask_window_padding = mask_window_padding
         self.fused_attn = use_fused_attn()
@@ -239,11 +235,8 @@ class GSAttention(nn.Module):
                  attn_drop: float = 0.,
                  norm_eps: float = 1e-5) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
-                             f'({num_heads})')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of(dim, num_heads)
         self.sr_ratio = sr_ratio
         self.fused_attn = use_fused_attn()
         self.attn_drop = attn_drop
@@ -390,24 +383,21 @@ class PyramidVisionLLaMA(BaseModule):
                 'embed_dims': [64, 128, 256, 512],
                 'depths': [2, 2, 10, 4],
                 'num_heads': [2, 4, 8, 16],
-                'window_sizes': [7, 7, 7, 7],
-                'sr_ratios': [8, 4, 2, 1],
+                **_TWINS_WINDOWS,
             }),
         **dict.fromkeys(
             ['b', 'base'], {
                 'embed_dims': [96, 192, 384, 768],
                 'depths': [2, 2, 18, 2],
                 'num_heads': [3, 6, 12, 24],
-                'window_sizes': [7, 7, 7, 7],
-                'sr_ratios': [8, 4, 2, 1],
+                **_TWINS_WINDOWS,
             }),
         **dict.fromkeys(
             ['l', 'large'], {
                 'embed_dims': [128, 256, 512, 1024],
                 'depths': [2, 2, 18, 2],
                 'num_heads': [4, 8, 16, 32],
-                'window_sizes': [7, 7, 7, 7],
-                'sr_ratios': [8, 4, 2, 1],
+                **_TWINS_WINDOWS,
             }),
     }
     essential_keys = {
@@ -453,11 +443,15 @@ class PyramidVisionLLaMA(BaseModule):
         self.num_stages = len(self.depths)
         self.num_layers = sum(self.depths)
 
-        _check_choice('out_type', out_type, self.OUT_TYPES)
-        _check_choice('gsa_key_pos', gsa_key_pos, GSA_KEY_POS)
-        _check_choice('anchor_mode', anchor_mode, ('height', 'per_axis'))
+        check_choice('out_type', out_type, self.OUT_TYPES)
+        check_choice('gsa_key_pos', gsa_key_pos, GSA_KEY_POS)
+        check_choice('anchor_mode', anchor_mode, ANCHOR_MODES)
         self.out_type = out_type
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = tuple(
+            sorted(
+                set(
+                    parse_out_indices(
+                        out_indices, self.num_stages, unit='stages'))))
         self.final_norm = final_norm
         self.head_double_norm = head_double_norm
         self.norm_after_stage = norm_after_stage
@@ -572,21 +566,6 @@ class PyramidVisionLLaMA(BaseModule):
                     f'RoPE, got {d} / {h}')
         return dict(arch)
 
-    def _parse_out_indices(self, out_indices) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        if not isinstance(out_indices, Sequence):
-            raise ValueError('out_indices must be an int or a sequence of '
-                             f'int, got {out_indices!r}')
-        result = []
-        for i in out_indices:
-            index = i + self.num_stages if i < 0 else i
-            if not 0 <= index < self.num_stages:
-                raise ValueError(f'out_indices entry {i} is out of range '
-                                 f'for {self.num_stages} stages')
-            result.append(index)
-        return tuple(sorted(set(result)))
-
     def _parse_per_stage(self, name: str, value) -> List:
         if isinstance(value, (int, float)):
             return [value] * self.num_stages
@@ -598,14 +577,8 @@ class PyramidVisionLLaMA(BaseModule):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         """Official init (§5.1): trunc-normal Linear, LN 1/0, He-out conv."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        init_linear_norm_timm(m)
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             fan_out //= m.groups
             nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
@@ -868,7 +841,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor],
     Returns:
         dict: A new tensors-only state dict.
     """
-    _check_choice('fmt', fmt, ('mmpretrain', 'backbone', 'timm'))
+    check_choice('fmt', fmt, ('mmpretrain', 'backbone', 'timm'))
     plain = {}
     for key, value in state_dict.items():
         if not isinstance(value, Tensor):

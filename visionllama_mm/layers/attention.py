@@ -17,12 +17,22 @@ from torch import Tensor
 
 from .rope import apply_rope
 
-__all__ = ['use_fused_attn', 'scaled_dot_product', 'RoPEAttention']
+__all__ = [
+    'use_fused_attn', 'head_dim_of', 'scaled_dot_product', 'RoPEAttention'
+]
 
 
 def use_fused_attn() -> bool:
     """Whether new attention modules use SDPA (env VISIONLLAMA_FUSED_ATTN)."""
     return os.environ.get('VISIONLLAMA_FUSED_ATTN', '1') != '0'
+
+
+def head_dim_of(dim: int, num_heads: int) -> int:
+    """``dim // num_heads``; a ValueError unless ``num_heads`` divides it."""
+    if dim % num_heads != 0:
+        raise ValueError(f'dim ({dim}) must be divisible by num_heads '
+                         f'({num_heads})')
+    return dim // num_heads
 
 
 def scaled_dot_product(q: Tensor,
@@ -82,11 +92,8 @@ class RoPEAttention(nn.Module):
                  attn_drop: float = 0.,
                  proj_drop: float = 0.) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
-                             f'({num_heads})')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of(dim, num_heads)
         self.fused_attn = use_fused_attn()
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -113,10 +120,12 @@ class RoPEAttention(nn.Module):
         """
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if rope is not None:
-            q = apply_rope(q, *rope, num_prefix_tokens=num_prefix_tokens)
-            k = apply_rope(k, *rope, num_prefix_tokens=num_prefix_tokens)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
+        qk = qkv[:2]
+        if rope is not None:  # q and k in one pass
+            qk = apply_rope(qk, *rope, num_prefix_tokens=num_prefix_tokens)
+        q, k = qk.unbind(0)
+        v = qkv[2]
         x = scaled_dot_product(
             q,
             k,
