@@ -52,13 +52,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
-                                             use_fused_attn)
+                                             use_fused_attn,
+                                             window_padding_mask,
+                                             window_partition,
+                                             window_unpartition)
 from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
 from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         RotaryEmbedding2D, anchor_scale,
@@ -154,15 +156,6 @@ class GroupAttention(nn.Module):
         return (f'window_size={self.window_size}, '
                 f'mask_window_padding={self.mask_window_padding}')
 
-    def _padding_mask(self, hp: int, wp: int, h: int, w: int,
-                      device: torch.device) -> Tensor:
-        """(1, nW, 1, 1, ws * ws) boolean key mask, True on real tokens."""
-        ws = self.window_size
-        valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
-        valid[:h, :w] = True
-        valid = valid.reshape(hp // ws, ws, wp // ws, ws).transpose(1, 2)
-        return valid.reshape(1, -1, 1, 1, ws * ws)
-
     def forward(self, x: Tensor, hw_shape: Tuple[int, int],
                 rope: Tables) -> Tensor:
         """Attend inside windows.
@@ -177,24 +170,15 @@ class GroupAttention(nn.Module):
             Tensor: (B, H * W, C).
         """
         B, N, C = x.shape
-        H, W = hw_shape
         ws = self.window_size
-        pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
-        x = x.view(B, H, W, C)
-        if pad_r or pad_b:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
-        nh, nw = Hp // ws, Wp // ws
         # windows in raster order, raster order inside a window
-        x = x.view(B, nh, ws, nw, ws, C).transpose(2, 3)
-        x = x.reshape(B * nh * nw, ws * ws, C)
+        x, padded_hw = window_partition(x.view(B, *hw_shape, C), ws)
         qkv = self.qkv(x).view(-1, ws * ws, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B nW, heads, ws^2, d)
         qk = apply_rope(qkv[:2], *rope)  # q and k in one pass
         mask = None
-        if self.mask_window_padding and (pad_r or pad_b):
-            mask = self._padding_mask(Hp, Wp, H, W, x.device)
-            mask = mask.expand(B, -1, -1, -1, -1).reshape(-1, 1, 1, ws * ws)
+        if self.mask_window_padding:
+            mask = window_padding_mask(B, hw_shape, padded_hw, ws, x.device)
         x = scaled_dot_product(
             qk[0],
             qk[1],
@@ -202,10 +186,8 @@ class GroupAttention(nn.Module):
             attn_mask=mask,
             dropout_p=self.attn_drop if self.training else 0.,
             fused=self.fused_attn)  # (B nW, heads, ws^2, d)
-        x = x.transpose(1, 2).reshape(B, nh, nw, ws, ws, C)
-        x = x.transpose(2, 3).reshape(B, Hp, Wp, C)
-        if pad_r or pad_b:
-            x = x[:, :H, :W]
+        x = x.transpose(1, 2).reshape(-1, ws * ws, C)
+        x = window_unpartition(x, ws, padded_hw, hw_shape)
         return self.proj(x.reshape(B, N, C))
 
 
