@@ -12,6 +12,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+# A small four-stage arch (head dims 32, padded windows at small inputs)
+# shared by the backbone, converter and dense parity tests.
+TINY = dict(
+    embed_dims=[32, 64, 96, 128],
+    depths=[2, 2, 2, 2],
+    num_heads=[1, 2, 3, 4],
+    window_sizes=[7, 7, 7, 7],
+    sr_ratios=[8, 4, 2, 1])
+
 
 def official_arch_state_dict(embed_dims,
                              depths,
@@ -217,3 +226,15 @@ def reference_forward(sd,
     z = layer_norm(x, sd, 'norm.')
     feat = layer_norm(z.mean(dim=1), sd, 'norm.')  # the double norm (§5.6)
     return F.linear(feat, sd['head.weight'], sd['head.bias'])
+
+
+def arch_state_dict(arch, **kwargs):
+    """:func:`official_arch_state_dict` for an arch dict (e.g. TINY)."""
+    return official_arch_state_dict(arch['embed_dims'], arch['depths'],
+                                    arch['sr_ratios'], **kwargs)
+
+
+def arch_forward(sd, img, arch, **kwargs):
+    """:func:`reference_forward` for an arch dict (e.g. TINY)."""
+    return reference_forward(sd, img, arch['num_heads'], arch['depths'],
+                             arch['sr_ratios'], **kwargs)

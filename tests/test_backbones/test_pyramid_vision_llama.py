@@ -18,12 +18,7 @@ from visionllama_mm.layers.rope import RotaryEmbedding2D, grid_coords
 sys.path.insert(0, osp.dirname(__file__))
 import pyramid_reference as ref  # noqa: E402
 
-TINY = dict(
-    embed_dims=[32, 64, 96, 128],
-    depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 3, 4],
-    window_sizes=[7, 7, 7, 7],
-    sr_ratios=[8, 4, 2, 1])
+TINY = ref.TINY
 
 
 def count(model):
@@ -431,8 +426,7 @@ class TestPyramidVisionLLaMA(TestCase):
     def test_official_parity(self):
         """Official-format weights against the spec reference (both keys)."""
         torch.manual_seed(0)
-        sd = ref.official_arch_state_dict(TINY['embed_dims'], TINY['depths'],
-                                          TINY['sr_ratios'])
+        sd = ref.arch_state_dict(TINY)
         x = torch.randn(1, 3, 160, 128)  # non-square, padded windows
         for key_pos in ('official', 'centroid'):
             model = PyramidVisionLLaMA(
@@ -440,21 +434,9 @@ class TestPyramidVisionLLaMA(TestCase):
             model.load_state_dict(sd, strict=True)
             with torch.no_grad():
                 got = model.forward_head(model.forward_features(x))
-                want = ref.reference_forward(
-                    sd,
-                    x,
-                    TINY['num_heads'],
-                    TINY['depths'],
-                    TINY['sr_ratios'],
-                    key_pos=key_pos)
+                want = ref.arch_forward(sd, x, TINY, key_pos=key_pos)
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-        other = ref.reference_forward(
-            sd,
-            x,
-            TINY['num_heads'],
-            TINY['depths'],
-            TINY['sr_ratios'],
-            key_pos='official')
+        other = ref.arch_forward(sd, x, TINY, key_pos='official')
         self.assertGreater((other - want).abs().max().item(), 1e-3)
 
     def test_checkpoint_filter_fn(self):

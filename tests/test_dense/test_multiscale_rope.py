@@ -29,9 +29,7 @@ def test_pyramid_multiscale_one_run():
         num_heads=[1, 1, 1, 2],
         window_sizes=[7] * 4,
         sr_ratios=[8, 4, 2, 1])
-    sd = pyramid_reference.official_arch_state_dict(arch['embed_dims'],
-                                                    arch['depths'],
-                                                    arch['sr_ratios'])
+    sd = pyramid_reference.arch_state_dict(arch)
     sd = {k: v for k, v in sd.items() if not k.startswith(('norm.', 'head.'))}
     model = PyramidVisionLLaMADET(arch).eval()  # auto_scale=True
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -41,14 +39,8 @@ def test_pyramid_multiscale_one_run():
         img = torch.randn(1, 3, h, w)
         with torch.no_grad():
             got = model(img)
-        want = pyramid_reference.reference_forward(
-            sd,
-            img,
-            arch['num_heads'],
-            arch['depths'],
-            arch['sr_ratios'],
-            auto_scale=True,
-            dense=True)
+        want = pyramid_reference.arch_forward(
+            sd, img, arch, auto_scale=True, dense=True)
         for k, (g, r) in enumerate(zip(got, want)):
             assert g.shape == (1, arch['embed_dims'][k], h // 4 >> k,
                                w // 4 >> k)

@@ -1,17 +1,10 @@
 """Smoke test of tools/analysis_tools/benchmark_backbone.py (tiny size)."""
-import importlib.util
-import os.path as osp
-
 import pytest
+from tool_utils import load_tool
 
 pytest.importorskip('mmpretrain')
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-_spec = importlib.util.spec_from_file_location(
-    'benchmark_backbone',
-    osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_backbone.py'))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_tool('tools/analysis_tools/benchmark_backbone.py')
 
 
 def test_plain_pair_tiny(capsys):

@@ -1,17 +1,10 @@
 """Smoke test of the pyramid pair of benchmark_backbone.py (tiny input)."""
-import importlib.util
-import os.path as osp
-
 import pytest
+from tool_utils import load_tool
 
 pytest.importorskip('mmpretrain')
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-_spec = importlib.util.spec_from_file_location(
-    'benchmark_backbone',
-    osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_backbone.py'))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_tool('tools/analysis_tools/benchmark_backbone.py')
 
 
 def test_pyramid_pair_tiny(capsys):

@@ -5,43 +5,32 @@ classifier and the mmseg / mmdet backbone, must match the reference forward
 written from the spec (``tests/test_backbones/pyramid_reference.py``).
 """
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 
 import pytest
 import torch
+from tool_utils import ROOT, load_tool
 
 from visionllama_mm.backbones.pyramid_vision_llama import PyramidVisionLLaMADET
 from visionllama_mm.compat import UnsafeCheckpointError
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'test_backbones'))
 import pyramid_reference as ref  # noqa: E402
 
 
-def load_tool():
-    path = osp.join(ROOT, 'tools', 'model_converters',
-                    'pyramid_visionllama_to_mmpretrain.py')
-    spec = importlib.util.spec_from_file_location('pyramid_converter', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_converter():
+    return load_tool(
+        'tools/model_converters/pyramid_visionllama_to_mmpretrain.py')
 
 
-TINY = dict(
-    embed_dims=[32, 64, 96, 128],
-    depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 3, 4],
-    window_sizes=[7, 7, 7, 7],
-    sr_ratios=[8, 4, 2, 1])
+TINY = ref.TINY
 
 
 @pytest.fixture(scope='module')
 def official(tmp_path_factory):
     """A deit-format checkpoint as the official training script saves it."""
-    sd = ref.official_arch_state_dict(TINY['embed_dims'], TINY['depths'],
-                                      TINY['sr_ratios'])
+    sd = ref.arch_state_dict(TINY)
     path = tmp_path_factory.mktemp('ckpt') / 'best_checkpoint.pth'
     torch.save(
         {
@@ -73,7 +62,7 @@ def test_mmpretrain_classifier_parity(official, tmp_path):
     pytest.importorskip('mmpretrain.models')
     from mmpretrain.registry import MODELS
     sd, src = official
-    tool = load_tool()
+    tool = load_converter()
     dst = str(tmp_path / 'cls.pth')
     tool.main([src, dst])
     converted = torch.load(dst, weights_only=True)  # tensors only
@@ -96,13 +85,7 @@ def test_mmpretrain_classifier_parity(official, tmp_path):
         model.load_state_dict(converted['state_dict'], strict=True)
         with torch.no_grad():
             got = model(x, mode='tensor')
-            want = ref.reference_forward(
-                sd,
-                x,
-                TINY['num_heads'],
-                TINY['depths'],
-                TINY['sr_ratios'],
-                key_pos=key_pos)
+            want = ref.arch_forward(sd, x, TINY, key_pos=key_pos)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
@@ -110,7 +93,7 @@ def test_mmpretrain_classifier_parity(official, tmp_path):
 def test_dense_backbone_parity(official, tmp_path, key_pos):
     """Backbone file -> PyramidVisionLLaMADET (AS2DRoPE, norm_list)."""
     sd, src = official
-    tool = load_tool()
+    tool = load_converter()
     dst = str(tmp_path / 'backbone.pth')
     tool.main([src, dst, '--format', 'backbone'])
     keys = torch.load(dst, weights_only=True)['state_dict']
@@ -125,22 +108,15 @@ def test_dense_backbone_parity(official, tmp_path, key_pos):
     x = torch.randn(1, 3, 128, 96)
     with torch.no_grad():
         got = model(x)
-        want = ref.reference_forward(
-            sd,
-            x,
-            TINY['num_heads'],
-            TINY['depths'],
-            TINY['sr_ratios'],
-            key_pos=key_pos,
-            auto_scale=True,
-            dense=True)
+        want = ref.arch_forward(
+            sd, x, TINY, key_pos=key_pos, auto_scale=True, dense=True)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_timm_format_and_mmengine_input(official, tmp_path):
     sd, src = official
-    tool = load_tool()
+    tool = load_converter()
     timm_file = str(tmp_path / 'timm.pth')
     tool.main([src, timm_file, '--format', 'timm'])
     timm_sd = torch.load(timm_file, weights_only=True)['state_dict']
@@ -165,7 +141,7 @@ class _Payload:
 
 def test_refuses_arbitrary_pickles(official, tmp_path):
     sd, _ = official
-    tool = load_tool()
+    tool = load_converter()
     src = str(tmp_path / 'evil.pth')
     torch.save({'model': sd, 'payload': _Payload()}, src)
     with pytest.raises(UnsafeCheckpointError):
@@ -174,7 +150,7 @@ def test_refuses_arbitrary_pickles(official, tmp_path):
 
 
 def test_no_weights_is_an_error(tmp_path):
-    tool = load_tool()
+    tool = load_converter()
     src = str(tmp_path / 'empty.pth')
     torch.save({'epoch': 3, 'args': argparse.Namespace(model='x')}, src)
     with pytest.raises(ValueError, match='no weights found'):

@@ -7,25 +7,18 @@ width, converted, loaded strictly, and compared with a reference forward of
 the official models written here from the spec (complex-number RoPE on the
 official square grid of side floor(sqrt(N)), allowed in tests).
 """
-import importlib.util
 import math
-import os.path as osp
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tool_utils import load_tool
 
 from visionllama_mm.backbones import VisionLLaMA, VisionLLaMADeiT
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-_spec = importlib.util.spec_from_file_location(
-    'visionllama_to_mmpretrain',
-    osp.join(ROOT, 'tools', 'model_converters',
-             'visionllama_to_mmpretrain.py'))
-conv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(conv)
+conv = load_tool('tools/model_converters/visionllama_to_mmpretrain.py')
 
 C, HEADS, DEPTH, PATCH, IMG = 64, 2, 2, 8, 32  # head dim 32, 4 x 4 tokens
 HIDDEN = 768  # the mmpretrain rule: ceil256(8 * 4C / 3) for C = 64

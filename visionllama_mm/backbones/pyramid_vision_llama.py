@@ -52,17 +52,22 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from visionllama_mm.layers.attention import scaled_dot_product, use_fused_attn
-from visionllama_mm.layers.blocks import LayerScaleBlock
-from visionllama_mm.layers.rope import (GSA_KEY_POS, RotaryEmbedding2D,
-                                        anchor_scale, apply_rope)
+from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
+                                             use_fused_attn,
+                                             window_padding_mask,
+                                             window_partition,
+                                             window_unpartition)
+from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
+from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
+                                        RotaryEmbedding2D, anchor_scale,
+                                        apply_rope, check_choice)
 from visionllama_mm.layers.swiglu import swiglu_hidden_dim
 from visionllama_mm.registry import MODELS
+from .vision_llama import parse_out_indices
 
 __all__ = [
     'PatchEmbed', 'GroupAttention', 'GSAttention', 'PyramidVisionLLaMA',
@@ -71,12 +76,8 @@ __all__ = [
 
 Tables = Tuple[Tensor, Tensor]
 
-
-def _check_choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f'{name} must be one of {list(allowed)}, '
-                         f'got {value!r}')
-
+# LSA window and GSA sub-sampling per stage, shared by every released size
+_TWINS_WINDOWS = dict(window_sizes=[7, 7, 7, 7], sr_ratios=[8, 4, 2, 1])
 
 # ---------------------------------------------------------------------------
 # Layers
@@ -142,11 +143,8 @@ class GroupAttention(nn.Module):
                  attn_drop: float = 0.,
                  mask_window_padding: bool = False) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
-                             f'({num_heads})')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of(dim, num_heads)
         self.window_size = window_size
         self.mask_window_padding = mask_window_padding
         self.fused_attn = use_fused_attn()
@@ -157,15 +155,6 @@ class GroupAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f'window_size={self.window_size}, '
                 f'mask_window_padding={self.mask_window_padding}')
-
-    def _padding_mask(self, hp: int, wp: int, h: int, w: int,
-                      device: torch.device) -> Tensor:
-        """(1, nW, 1, 1, ws * ws) boolean key mask, True on real tokens."""
-        ws = self.window_size
-        valid = torch.zeros(hp, wp, dtype=torch.bool, device=device)
-        valid[:h, :w] = True
-        valid = valid.reshape(hp // ws, ws, wp // ws, ws).transpose(1, 2)
-        return valid.reshape(1, -1, 1, 1, ws * ws)
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int],
                 rope: Tables) -> Tensor:
@@ -181,24 +170,15 @@ class GroupAttention(nn.Module):
             Tensor: (B, H * W, C).
         """
         B, N, C = x.shape
-        H, W = hw_shape
         ws = self.window_size
-        pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
-        x = x.view(B, H, W, C)
-        if pad_r or pad_b:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = H + pad_b, W + pad_r
-        nh, nw = Hp // ws, Wp // ws
         # windows in raster order, raster order inside a window
-        x = x.view(B, nh, ws, nw, ws, C).transpose(2, 3)
-        x = x.reshape(B * nh * nw, ws * ws, C)
+        x, padded_hw = window_partition(x.view(B, *hw_shape, C), ws)
         qkv = self.qkv(x).view(-1, ws * ws, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B nW, heads, ws^2, d)
         qk = apply_rope(qkv[:2], *rope)  # q and k in one pass
         mask = None
-        if self.mask_window_padding and (pad_r or pad_b):
-            mask = self._padding_mask(Hp, Wp, H, W, x.device)
-            mask = mask.expand(B, -1, -1, -1, -1).reshape(-1, 1, 1, ws * ws)
+        if self.mask_window_padding:
+            mask = window_padding_mask(B, hw_shape, padded_hw, ws, x.device)
         x = scaled_dot_product(
             qk[0],
             qk[1],
@@ -206,10 +186,8 @@ class GroupAttention(nn.Module):
             attn_mask=mask,
             dropout_p=self.attn_drop if self.training else 0.,
             fused=self.fused_attn)  # (B nW, heads, ws^2, d)
-        x = x.transpose(1, 2).reshape(B, nh, nw, ws, ws, C)
-        x = x.transpose(2, 3).reshape(B, Hp, Wp, C)
-        if pad_r or pad_b:
-            x = x[:, :H, :W]
+        x = x.transpose(1, 2).reshape(-1, ws * ws, C)
+        x = window_unpartition(x, ws, padded_hw, hw_shape)
         return self.proj(x.reshape(B, N, C))
 
 
@@ -239,11 +217,8 @@ class GSAttention(nn.Module):
                  attn_drop: float = 0.,
                  norm_eps: float = 1e-5) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f'dim ({dim}) must be divisible by num_heads '
-                             f'({num_heads})')
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim_of(dim, num_heads)
         self.sr_ratio = sr_ratio
         self.fused_attn = use_fused_attn()
         self.attn_drop = attn_drop
@@ -390,24 +365,21 @@ class PyramidVisionLLaMA(BaseModule):
                 'embed_dims': [64, 128, 256, 512],
                 'depths': [2, 2, 10, 4],
                 'num_heads': [2, 4, 8, 16],
-                'window_sizes': [7, 7, 7, 7],
-                'sr_ratios': [8, 4, 2, 1],
+                **_TWINS_WINDOWS,
             }),
         **dict.fromkeys(
             ['b', 'base'], {
                 'embed_dims': [96, 192, 384, 768],
                 'depths': [2, 2, 18, 2],
                 'num_heads': [3, 6, 12, 24],
-                'window_sizes': [7, 7, 7, 7],
-                'sr_ratios': [8, 4, 2, 1],
+                **_TWINS_WINDOWS,
             }),
         **dict.fromkeys(
             ['l', 'large'], {
                 'embed_dims': [128, 256, 512, 1024],
                 'depths': [2, 2, 18, 2],
                 'num_heads': [4, 8, 16, 32],
-                'window_sizes': [7, 7, 7, 7],
-                'sr_ratios': [8, 4, 2, 1],
+                **_TWINS_WINDOWS,
             }),
     }
     essential_keys = {
@@ -453,11 +425,15 @@ class PyramidVisionLLaMA(BaseModule):
         self.num_stages = len(self.depths)
         self.num_layers = sum(self.depths)
 
-        _check_choice('out_type', out_type, self.OUT_TYPES)
-        _check_choice('gsa_key_pos', gsa_key_pos, GSA_KEY_POS)
-        _check_choice('anchor_mode', anchor_mode, ('height', 'per_axis'))
+        check_choice('out_type', out_type, self.OUT_TYPES)
+        check_choice('gsa_key_pos', gsa_key_pos, GSA_KEY_POS)
+        check_choice('anchor_mode', anchor_mode, ANCHOR_MODES)
         self.out_type = out_type
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = tuple(
+            sorted(
+                set(
+                    parse_out_indices(
+                        out_indices, self.num_stages, unit='stages'))))
         self.final_norm = final_norm
         self.head_double_norm = head_double_norm
         self.norm_after_stage = norm_after_stage
@@ -572,21 +548,6 @@ class PyramidVisionLLaMA(BaseModule):
                     f'RoPE, got {d} / {h}')
         return dict(arch)
 
-    def _parse_out_indices(self, out_indices) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        if not isinstance(out_indices, Sequence):
-            raise ValueError('out_indices must be an int or a sequence of '
-                             f'int, got {out_indices!r}')
-        result = []
-        for i in out_indices:
-            index = i + self.num_stages if i < 0 else i
-            if not 0 <= index < self.num_stages:
-                raise ValueError(f'out_indices entry {i} is out of range '
-                                 f'for {self.num_stages} stages')
-            result.append(index)
-        return tuple(sorted(set(result)))
-
     def _parse_per_stage(self, name: str, value) -> List:
         if isinstance(value, (int, float)):
             return [value] * self.num_stages
@@ -598,14 +559,8 @@ class PyramidVisionLLaMA(BaseModule):
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
         """Official init (§5.1): trunc-normal Linear, LN 1/0, He-out conv."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        init_linear_norm_timm(m)
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             fan_out //= m.groups
             nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
@@ -868,7 +823,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor],
     Returns:
         dict: A new tensors-only state dict.
     """
-    _check_choice('fmt', fmt, ('mmpretrain', 'backbone', 'timm'))
+    check_choice('fmt', fmt, ('mmpretrain', 'backbone', 'timm'))
     plain = {}
     for key, value in state_dict.items():
         if not isinstance(value, Tensor):

@@ -76,8 +76,12 @@ def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
 
 
 def parse_out_indices(out_indices: Union[int, Sequence[int]],
-                      num_layers: int) -> List[int]:
-    """Normalise ``out_indices`` (negative from the end) and validate it."""
+                      num_layers: int,
+                      unit: str = 'layers') -> List[int]:
+    """Normalise ``out_indices`` (negative from the end) and validate it.
+
+    ``unit`` names what is indexed in the error message (e.g. ``'stages'``).
+    """
     if isinstance(out_indices, int):
         out_indices = [out_indices]
     if not isinstance(out_indices, Sequence):
@@ -88,7 +92,7 @@ def parse_out_indices(out_indices: Union[int, Sequence[int]],
         i = index + num_layers if index < 0 else index
         if not 0 <= i < num_layers:
             raise ValueError(f'out_indices entry {index} is out of range for '
-                             f'{num_layers} layers (allowed: {-num_layers} '
+                             f'{num_layers} {unit} (allowed: {-num_layers} '
                              f'.. {num_layers - 1})')
         parsed.append(i)
     return parsed

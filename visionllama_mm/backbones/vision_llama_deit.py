@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from visionllama_mm.layers import (LayerScaleBlock, RotaryEmbedding2D,
-                                   swiglu_hidden_dim)
+                                   init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
 from .vision_llama import check_image_input, parse_arch, parse_out_indices
 
@@ -210,13 +210,7 @@ class VisionLLaMADeiT(BaseModule):
     def _init_timm(self) -> None:
         """timm init: Linear trunc_normal(0.02) / bias 0, LN 1 / 0."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_linear_norm_timm(m)
         nn.init.trunc_normal_(self.cls_token, std=.02)
 
     def init_weights(self) -> None:

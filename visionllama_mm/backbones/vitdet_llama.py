@@ -23,55 +23,19 @@ The output is the stride-16 map (B, C, H/16, W/16) of the last block.
 """
 from typing import Optional, Sequence, Tuple
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from visionllama_mm.layers import RoPEAttention, VisionLLaMABlock
+from visionllama_mm.layers.attention import (window_padding_mask,
+                                             window_partition,
+                                             window_unpartition)
 from visionllama_mm.registry import MODELS
 from .vision_llama import VisionLLaMA
 
 __all__ = [
     'WindowRoPEAttention', 'LLaMADET', 'window_partition', 'window_unpartition'
 ]
-
-
-def window_partition(x: Tensor, window_size: int) -> Tuple[Tensor, tuple]:
-    """Zero-pad (B, H, W, C) bottom/right and cut it into windows.
-
-    Args:
-        x (Tensor): (B, H, W, C) map.
-        window_size (int): Window side ws.
-
-    Returns:
-        tuple: Windows (B * nh * nw, ws * ws, C), batch-major then raster
-        order of the windows and raster order inside each, and the padded
-        size (Hp, Wp).
-    """
-    B, H, W, C = x.shape
-    pad_h = (window_size - H % window_size) % window_size
-    pad_w = (window_size - W % window_size) % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    Hp, Wp = H + pad_h, W + pad_w
-    nh, nw = Hp // window_size, Wp // window_size
-    x = x.view(B, nh, window_size, nw, window_size, C)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
-    return x, (Hp, Wp)
-
-
-def window_unpartition(windows: Tensor, window_size: int,
-                       padded_hw: Tuple[int, int], hw: Tuple[int,
-                                                             int]) -> Tensor:
-    """Inverse of :func:`window_partition`, cropped to (B, H, W, C)."""
-    Hp, Wp = padded_hw
-    H, W = hw
-    nh, nw = Hp // window_size, Wp // window_size
-    C = windows.shape[-1]
-    x = windows.view(-1, nh, nw, window_size, window_size, C)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)
-    return x[:, :H, :W]
 
 
 class WindowRoPEAttention(RoPEAttention):
@@ -104,18 +68,6 @@ class WindowRoPEAttention(RoPEAttention):
         return (f'window_size={self.window_size}, '
                 f'mask_window_padding={self.mask_window_padding}')
 
-    def _padding_mask(self, batch: int, hw: Tuple[int, int],
-                      padded_hw: Tuple[int, int],
-                      device: torch.device) -> Optional[Tensor]:
-        if not self.mask_window_padding or tuple(hw) == tuple(padded_hw):
-            return None
-        valid = torch.zeros(padded_hw, dtype=torch.bool, device=device)
-        valid[:hw[0], :hw[1]] = True
-        keys, _ = window_partition(valid[None, :, :, None], self.window_size)
-        # (B * nW, 1, 1, ws * ws): True = attend; every window holds at
-        # least one real token because the padding is < ws.
-        return keys[:, None, None, :, 0].repeat(batch, 1, 1, 1)
-
     def forward(self,
                 x: Tensor,
                 hw: Tuple[int, int] = None,
@@ -146,7 +98,10 @@ class WindowRoPEAttention(RoPEAttention):
             raise ValueError(f'{N} tokens do not form the grid {H}x{W}')
         windows, padded_hw = window_partition(
             x.view(B, H, W, C), self.window_size)
-        mask = self._padding_mask(B, hw, padded_hw, x.device)
+        mask = None
+        if self.mask_window_padding:
+            mask = window_padding_mask(B, hw, padded_hw, self.window_size,
+                                       x.device)
         out = super().forward(windows, rope=rope, attn_mask=mask)
         out = window_unpartition(out, self.window_size, padded_hw, hw)
         return out.reshape(B, N, C)

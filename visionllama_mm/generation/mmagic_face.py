@@ -20,7 +20,7 @@ class-conditional images.
 mmagic itself is only imported when a ``DataSample`` is built for outputs.
 """
 import copy
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -197,6 +197,34 @@ class _GenerativeModel(BaseModel):
             outs.append(ds)
         return outs
 
+    def _sample_with(self, solve: Callable, labels: Union[Sequence[int],
+                                                          Tensor],
+                     seed: Optional[int], cfg_scale: float,
+                     noise: Optional[Tensor], decode: bool) -> Tensor:
+        """Sampling plumbing shared by the DiT and SiT models.
+
+        Seeds a generator, draws (or takes) the initial noise, duplicates it
+        for CFG, runs ``solve(model_fn, noise, generator)`` with the network
+        in eval mode, keeps the conditional half and decodes it.
+        """
+        device = next(self.net.parameters()).device
+        labels = torch.as_tensor(labels, device=device).long()
+        g = torch.Generator(device).manual_seed(seed) if seed is not None \
+            else None
+        fn, k = self._cfg_model_fn(labels, cfg_scale)
+        if noise is None:
+            noise = self._init_noise(len(labels), g, device)
+        if k == 2:
+            noise = torch.cat([noise, noise])
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            z = solve(fn, noise, g)
+        finally:
+            self.net.train(was_training)
+        z = z[:len(labels)]
+        return self.decode(z) if decode else z
+
     def _cfg_model_fn(self, labels: Tensor, cfg_scale: float):
         """Network call and label batch with the official CFG batching."""
         if cfg_scale > 1.:
@@ -297,28 +325,16 @@ class DiTLLaMAModel(_GenerativeModel):
             progress (bool): Show a bar over the steps. Defaults to False.
             decode (bool): Decode latents with the VAE. Defaults to True.
         """
-        device = next(self.net.parameters()).device
-        labels = torch.as_tensor(labels, device=device).long()
-        g = torch.Generator(device).manual_seed(seed) if seed is not None \
-            else None
-        fn, k = self._cfg_model_fn(labels, cfg_scale)
-        if noise is None:
-            noise = self._init_noise(len(labels), g, device)
-        if k == 2:
-            noise = torch.cat([noise, noise])
         diffusion = create_diffusion(
             str(num_steps),
             learn_sigma=self.net.learn_sigma,
             diffusion_steps=self.diffusion_steps)
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            z = diffusion.p_sample_loop(
+
+        def solve(fn, noise, g):
+            return diffusion.p_sample_loop(
                 fn, noise.shape, noise=noise, generator=g, progress=progress)
-        finally:
-            self.net.train(was_training)
-        z = z[:len(labels)]
-        return self.decode(z) if decode else z
+
+        return self._sample_with(solve, labels, seed, cfg_scale, noise, decode)
 
 
 @MODELS.register_module(name='SiTLLaMA')
@@ -401,33 +417,20 @@ class SiTLLaMAModel(_GenerativeModel):
         if mode not in ('sde', 'ode'):
             raise ValueError(f"mode must be one of ['sde', 'ode'], got "
                              f'{mode!r}')
-        device = next(self.net.parameters()).device
-        labels = torch.as_tensor(labels, device=device).long()
-        g = torch.Generator(device).manual_seed(seed) if seed is not None \
-            else None
-        fn, k = self._cfg_model_fn(labels, cfg_scale)
-        if noise is None:
-            noise = self._init_noise(len(labels), g, device)
-        if k == 2:
-            noise = torch.cat([noise, noise])
-        was_training = self.net.training
-        self.net.eval()
-        try:
+
+        def solve(fn, noise, g):
             if mode == 'sde':
-                z = self.transport.sample_sde(
+                return self.transport.sample_sde(
                     fn,
                     noise,
                     num_steps=num_steps,
                     generator=g,
                     progress=progress,
                     **solver_kwargs)
-            else:
-                z = self.transport.sample_ode(
-                    fn, noise, num_steps=num_steps, **solver_kwargs)
-        finally:
-            self.net.train(was_training)
-        z = z[:len(labels)]
-        return self.decode(z) if decode else z
+            return self.transport.sample_ode(
+                fn, noise, num_steps=num_steps, **solver_kwargs)
+
+        return self._sample_with(solve, labels, seed, cfg_scale, noise, decode)
 
 
 def build_model_from_cfg(cfg: dict) -> nn.Module:

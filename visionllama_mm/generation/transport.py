@@ -23,6 +23,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
+from visionllama_mm.layers.rope import check_choice
 from .diffusion import mean_flat
 
 __all__ = ['LinearPath', 'Transport', 'DIFFUSION_FORMS', 'LAST_STEPS']
@@ -35,12 +36,6 @@ PREDICTIONS = ('velocity', )
 PATHS = ('linear', )
 
 ModelFn = Callable[..., Tensor]
-
-
-def _check(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f'{name} must be one of {list(allowed)}, got '
-                         f'{value!r}')
 
 
 def _expand(t: Tensor, x: Tensor) -> Tensor:
@@ -80,7 +75,7 @@ class LinearPath:
                   form: str = 'sigma',
                   norm: float = 1.) -> Tensor:
         """Diffusion coefficient w(t) of the sampling SDE."""
-        _check('diffusion_form', form, DIFFUSION_FORMS)
+        check_choice('diffusion_form', form, DIFFUSION_FORMS)
         te = _expand(t, x)
         if form == 'constant':
             return torch.full_like(te, norm)
@@ -121,8 +116,8 @@ class Transport:
                  prediction: str = 'velocity',
                  train_eps: float = 0.,
                  sample_eps: float = 0.) -> None:
-        _check('path', path, PATHS)
-        _check('prediction', prediction, PREDICTIONS)
+        check_choice('path', path, PATHS)
+        check_choice('prediction', prediction, PREDICTIONS)
         self.path = LinearPath()
         self.train_eps = train_eps
         self.sample_eps = sample_eps
@@ -211,9 +206,9 @@ class Transport:
         Returns:
             Tensor: Final samples.
         """
-        _check('method', method, SDE_METHODS)
-        _check('diffusion_form', diffusion_form, DIFFUSION_FORMS)
-        _check('last_step', last_step, LAST_STEPS)
+        check_choice('method', method, SDE_METHODS)
+        check_choice('diffusion_form', diffusion_form, DIFFUSION_FORMS)
+        check_choice('last_step', last_step, LAST_STEPS)
         if num_steps < 2:
             raise ValueError(f'num_steps must be >= 2, got {num_steps}')
         if last_step is None:

@@ -1,15 +1,18 @@
 """Pure-torch building blocks shared by every VisionLLaMA model."""
-from .attention import RoPEAttention, scaled_dot_product, use_fused_attn
-from .blocks import DropPath, LayerScaleBlock, VisionLLaMABlock
-from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope,
+from .attention import (RoPEAttention, head_dim_of, scaled_dot_product,
+                        use_fused_attn)
+from .blocks import (DropPath, LayerScaleBlock, VisionLLaMABlock,
+                     init_linear_norm_timm)
+from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope, check_choice,
                    cls_token_coords, gather_tables, grid_coords,
                    gsa_key_coords, rope_frequencies)
 from .swiglu import FFN_HIDDEN_RULES, SwiGLU, silu_gate, swiglu_hidden_dim
 
 __all__ = [
-    'RoPEAttention', 'scaled_dot_product', 'use_fused_attn', 'DropPath',
-    'LayerScaleBlock', 'VisionLLaMABlock', 'RotaryEmbedding2D', 'anchor_scale',
-    'apply_rope', 'cls_token_coords', 'gather_tables', 'grid_coords',
-    'gsa_key_coords', 'rope_frequencies', 'FFN_HIDDEN_RULES', 'SwiGLU',
-    'silu_gate', 'swiglu_hidden_dim'
+    'RoPEAttention', 'head_dim_of', 'scaled_dot_product', 'use_fused_attn',
+    'DropPath', 'LayerScaleBlock', 'VisionLLaMABlock', 'init_linear_norm_timm',
+    'RotaryEmbedding2D', 'anchor_scale', 'apply_rope', 'check_choice',
+    'cls_token_coords', 'gather_tables', 'grid_coords', 'gsa_key_coords',
+    'rope_frequencies', 'FFN_HIDDEN_RULES', 'SwiGLU', 'silu_gate',
+    'swiglu_hidden_dim'
 ]

@@ -21,7 +21,23 @@ from torch import Tensor
 from .attention import RoPEAttention
 from .swiglu import SwiGLU
 
-__all__ = ['DropPath', 'VisionLLaMABlock', 'LayerScaleBlock']
+__all__ = [
+    'DropPath', 'VisionLLaMABlock', 'LayerScaleBlock', 'init_linear_norm_timm'
+]
+
+
+def init_linear_norm_timm(m: nn.Module) -> None:
+    """timm init of one module: Linear trunc_normal(0.02) / bias 0, LN 1 / 0.
+
+    For ``model.apply`` (other module types are left untouched).
+    """
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 
 class DropPath(nn.Module):
