@@ -4,7 +4,9 @@
 # CPU-sized: widths 32-128, 64-channel FPN / heads, ~256 x 256 inputs, fp32.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    '../_base_/datasets/nuclei_instance.py', 'mmdet::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_instance.py',
+    'mmdet::_base_/default_runtime.py',
+    '../_base_/schedules/nuclei_1k_iters.py'
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
@@ -44,7 +46,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(custom_keys=dict(norm=dict(decay_mult=0.))),
     clip_grad=dict(max_norm=5.0))
 
-max_iters = 1000
+max_iters = _base_.max_iters
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
@@ -55,13 +57,8 @@ param_scheduler = [
         milestones=[int(max_iters * 0.8)],
         gamma=0.1)
 ]
-train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=250)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

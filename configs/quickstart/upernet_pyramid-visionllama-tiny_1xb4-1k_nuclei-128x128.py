@@ -5,7 +5,9 @@
 # 32-128, two blocks per stage (LSA + GSA), 128 x 128 tiles, BN, fp32.
 _base_ = [
     'mmseg::_base_/models/twins_pcpvt-s_upernet.py',
-    '../_base_/datasets/nuclei_semantic.py', 'mmseg::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_semantic.py',
+    'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/nuclei_1k_iters.py'
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
@@ -46,7 +48,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(custom_keys=dict(norm=dict(decay_mult=0.))),
     clip_grad=dict(max_norm=1.0))
 
-max_iters = 1000
+max_iters = _base_.max_iters
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
     dict(
@@ -57,13 +59,7 @@ param_scheduler = [
         end=max_iters,
         by_epoch=False)
 ]
-train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=250)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

@@ -6,7 +6,9 @@
 # FCNHead, AdamW with layer-wise lr decay through get_layer_depth.
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
-    '../_base_/datasets/nuclei_semantic.py', 'mmseg::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_semantic.py',
+    'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/nuclei_1k_iters.py'
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
@@ -45,7 +47,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(num_layers=4, layer_decay_rate=0.9),
     clip_grad=dict(max_norm=1.0))
 
-max_iters = 1000
+max_iters = _base_.max_iters
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
     dict(
@@ -56,13 +58,7 @@ param_scheduler = [
         end=max_iters,
         by_epoch=False)
 ]
-train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=250)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

@@ -6,7 +6,9 @@
 # `python tools/dataset_converters/prepare_nuclei.py`). CPU-sized, fp32.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
-    '../_base_/datasets/nuclei_instance.py', 'mmdet::_base_/default_runtime.py'
+    '../_base_/datasets/nuclei_instance.py',
+    'mmdet::_base_/default_runtime.py',
+    '../_base_/schedules/nuclei_1k_iters.py'
 ]
 custom_imports = dict(
     imports=['visionllama_mm', 'visionllama_mm.necks'],
@@ -104,7 +106,7 @@ optim_wrapper = dict(
         type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.1),
     clip_grad=dict(max_norm=5.0))
 
-max_iters = 1000
+max_iters = _base_.max_iters
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
     dict(
@@ -115,14 +117,9 @@ param_scheduler = [
         milestones=[int(max_iters * 0.8)],
         gamma=0.1)
 ]
-train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=250)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
 custom_hooks = [dict(type='visionllama_mm.Fp16CompressionHook')]
 log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
