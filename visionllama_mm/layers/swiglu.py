@@ -66,11 +66,10 @@ class _SiLUGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         gate, up = ctx.saved_tensors
-        sig = torch.sigmoid(gate)
-        silu = gate * sig
-        # d SiLU(g) / dg = sig * (1 + g * (1 - sig))
-        grad_gate = grad * up * (sig * (1 + gate * (1 - sig)))
-        return grad_gate, grad * silu
+        # aten's fused SiLU derivative, sig * (1 + g * (1 - sig)), is one
+        # pass instead of six elementwise ones (the backward is memory-bound)
+        grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+        return grad_gate, grad * F.silu(gate)
 
 
 def silu_gate(gate: Tensor, up: Tensor) -> Tensor:
