@@ -16,18 +16,22 @@ import argparse
 import inspect
 import json
 import numbers
-import os
 import os.path as osp
+import sys
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
-from mmengine.registry import HOOKS, RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import HOOKS
 
 # Importing the package installs safe checkpoint loading for mmengine.
 import visionllama_mm  # noqa: F401
 from visionllama_mm.compat import setup_cpu_distributed
+
+TOOLS_DIR = osp.dirname(osp.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # runner_args.py, when loaded by path
+    sys.path.insert(0, TOOLS_DIR)
+import runner_args  # noqa: E402
 
 METRICS_FILE = 'metrics.json'
 
@@ -66,21 +70,8 @@ def parse_args(argv=None):
         action='store_true',
         help='test-time augmentation (needs `tta_model` and `tta_pipeline` '
         'in the config)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value pairs such as '
-        'test_dataloader.batch_size=1')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    runner_args.add_launcher_args(parser, 'test_dataloader.batch_size=1')
+    args = runner_args.parse_launcher_args(parser, argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error('--out must end with .pkl or .pickle')
     return args
@@ -165,14 +156,7 @@ def merge_args(cfg, args):
     Returns:
         Config: ``cfg``.
     """
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    runner_args.merge_common_args(cfg, args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -203,10 +187,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     setup_cpu_distributed(cfg, args.launcher)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = runner_args.build_runner(cfg)
     if args.out is not None:
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))

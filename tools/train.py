@@ -12,16 +12,19 @@ checkpoints load safely on torch >= 2.6 (``--resume``, ``load_from``), and it
 runs under torchrun on machines without CUDA (gloo backend).
 """
 import argparse
-import os
 import os.path as osp
+import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
 # Importing the package installs safe checkpoint loading for mmengine.
 import visionllama_mm  # noqa: F401
 from visionllama_mm.compat import setup_cpu_distributed
+
+TOOLS_DIR = osp.dirname(osp.abspath(__file__))
+if TOOLS_DIR not in sys.path:  # runner_args.py, when loaded by path
+    sys.path.insert(0, TOOLS_DIR)
+import runner_args  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -52,23 +55,9 @@ def parse_args(argv=None):
         '--no-validate',
         action='store_true',
         help='do not evaluate checkpoints during training')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, key=value pairs such as '
-        'train_cfg.max_epochs=1 or "model.backbone.out_indices=(1,2)"')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    runner_args.add_launcher_args(
+        parser, 'train_cfg.max_epochs=1 or "model.backbone.out_indices=(1,2)"')
+    return runner_args.parse_launcher_args(parser, argv)
 
 
 def merge_args(cfg, args):
@@ -81,16 +70,7 @@ def merge_args(cfg, args):
     Returns:
         Config: ``cfg``.
     """
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir: command line > config > ./work_dirs/<config stem>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    runner_args.merge_common_args(cfg, args)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper
@@ -127,19 +107,12 @@ def merge_args(cfg, args):
     return cfg
 
 
-def build_runner(cfg):
-    """Build the Runner named by ``runner_type`` (default: mmengine's)."""
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
-
-
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     setup_cpu_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
+    runner = runner_args.build_runner(cfg)
     runner.train()
 
 

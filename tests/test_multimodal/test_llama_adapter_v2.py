@@ -127,30 +127,16 @@ def test_bad_options_raise():
 # ----------------------------------------------------------------------
 # phases and parameter counts
 # ----------------------------------------------------------------------
-LLAMA_7B = dict(
-    dim=4096,
-    n_layers=32,
-    n_heads=32,
-    multiple_of=256,
-    norm_eps=1e-6,
-    vocab_size=32000)
-CLIP_L14 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    projection_dim=768,
-    hidden_act='quick_gelu')
-
-
 def _meta_7b(**kwargs):
+    """LLaMA-7B with CLIP ViT-L/14 (tokenizer of 32000 words), on meta."""
     from visionllama_mm.multimodal import LLaMAAdapterV2
+    from visionllama_mm.multimodal.llama_adapter_v2.llm import LLAMA_7B_PARAMS
+    from visionllama_mm.multimodal.llama_adapter_v2.visual import \
+        CLIP_VIT_L14_CONFIG
     with torch.device('meta'):
         return LLaMAAdapterV2(
-            llm=dict(params=LLAMA_7B),
-            vision_encoder=dict(type='hf', config=CLIP_L14),
+            llm=dict(params=dict(LLAMA_7B_PARAMS, vocab_size=32000)),
+            vision_encoder=dict(type='hf', config=CLIP_VIT_L14_CONFIG),
             **kwargs)
 
 

@@ -88,24 +88,10 @@ LIBRARIES = ('torch', 'mmengine', 'mmpretrain', 'mmsegmentation', 'mmdet',
 NOT_NUMERIC = ('visionllama_mm.registry', 'visionllama_mm.version',
                'visionllama_mm.zoo')
 
-#: The shapes the LLaMA-Adapter V2 configs load from files (spec
-#: spec-llama-adapter-v2.md §2.1 and the CLIP ViT-L/14 config).
-LLAMA_7B = dict(
-    dim=4096,
-    n_layers=32,
-    n_heads=32,
-    multiple_of=256,
-    norm_eps=1e-6,
-    vocab_size=32000)
-CLIP_L14 = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    image_size=224,
-    patch_size=14,
-    projection_dim=768,
-    hidden_act='quick_gelu')
+#: Vocabulary of the LLaMA-7B tokenizer: the LLaMA-Adapter V2 configs load
+#: LLaMA-7B and CLIP ViT-L/14 from files (spec-llama-adapter-v2.md §2.1);
+#: ``_merged_model_cfg`` builds the same shapes without them.
+LLAMA_7B_VOCAB = 32000
 
 
 # --------------------------------------------------------------- metafiles
@@ -315,8 +301,14 @@ def _merged_model_cfg(cfg):
     if str(model_cfg.get('type', '')).endswith('LLaMAAdapterV2'):
         # The config points at local LLaMA / CLIP / tokenizer files: build
         # the same shapes without them.
-        model_cfg['llm'] = dict(params=dict(LLAMA_7B))
-        model_cfg['vision_encoder'] = dict(type='hf', config=dict(CLIP_L14))
+        from visionllama_mm.multimodal.llama_adapter_v2.llm import \
+            LLAMA_7B_PARAMS
+        from visionllama_mm.multimodal.llama_adapter_v2.visual import \
+            CLIP_VIT_L14_CONFIG
+        model_cfg['llm'] = dict(
+            params=dict(LLAMA_7B_PARAMS, vocab_size=LLAMA_7B_VOCAB))
+        model_cfg['vision_encoder'] = dict(
+            type='hf', config=dict(CLIP_VIT_L14_CONFIG))
         model_cfg['tokenizer'] = None
     return model_cfg
 

@@ -98,6 +98,32 @@ def parse_out_indices(out_indices: Union[int, Sequence[int]],
     return parsed
 
 
+def plain_layer_depth(param_name: str, prefix: str, num_layers: int,
+                      blocks: str) -> Tuple[int, int]:
+    """Layer-wise LR-decay depth in a plain (single-stage) ViT.
+
+    Args:
+        param_name (str): Parameter name (of the whole model).
+        prefix (str): Prefix of the backbone's parameters.
+        num_layers (int): Number of blocks.
+        blocks (str): Name of the block list (``'layers'``, ``'blocks'``).
+
+    Returns:
+        tuple[int, int]: (depth, num_layers + 2). ``cls_token``,
+        ``pos_embed`` and ``patch_embed.*`` get 0, ``<blocks>.i.*`` get
+        i + 1, everything else (final norms, heads) num_layers + 1.
+    """
+    num_depths = num_layers + 2
+    if not param_name.startswith(prefix):
+        return num_depths - 1, num_depths
+    name = param_name[len(prefix):]
+    if name in ('cls_token', 'pos_embed') or name.startswith('patch_embed'):
+        return 0, num_depths
+    if name.startswith(blocks + '.'):
+        return int(name.split('.')[1]) + 1, num_depths
+    return num_depths - 1, num_depths
+
+
 def parse_norm_cfg(norm_cfg: dict) -> float:
     """Validate a LayerNorm ``norm_cfg`` and return its eps."""
     norm_cfg = dict(norm_cfg)
@@ -480,16 +506,7 @@ class VisionLLaMA(BaseModule):
             ``pos_embed`` and ``patch_embed.*`` get 0, ``layers.i.*`` get
             i + 1, everything else (final norms, heads) num_layers + 1.
         """
-        num_layers = self.num_layers + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
-        if name in ('cls_token',
-                    'pos_embed') or name.startswith('patch_embed'):
-            return 0, num_layers
-        if name.startswith('layers.'):
-            return int(name.split('.')[1]) + 1, num_layers
-        return num_layers - 1, num_layers
+        return plain_layer_depth(param_name, prefix, self.num_layers, 'layers')
 
     # ------------------------------------------------------------------
     # forward pieces (reused by subclasses)

@@ -33,7 +33,8 @@ from torch.utils.checkpoint import checkpoint
 from visionllama_mm.layers import (LayerScaleBlock, RotaryEmbedding2D,
                                    init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
-from .vision_llama import check_image_input, parse_arch, parse_out_indices
+from .vision_llama import (check_image_input, parse_arch, parse_out_indices,
+                           plain_layer_depth)
 
 __all__ = ['DeiTPatchEmbed', 'VisionLLaMADeiT']
 
@@ -261,16 +262,7 @@ class VisionLLaMADeiT(BaseModule):
                         prefix: str = 'backbone.') -> Tuple[int, int]:
         """Layer-wise depth for LR decay: stem 0, ``blocks.i`` i + 1, rest
         ``num_layers + 1``; returns (depth, num_layers + 2)."""
-        num_layers = self.num_layers + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
-        if name in ('cls_token',
-                    'pos_embed') or name.startswith('patch_embed'):
-            return 0, num_layers
-        if name.startswith('blocks.'):
-            return int(name.split('.')[1]) + 1, num_layers
-        return num_layers - 1, num_layers
+        return plain_layer_depth(param_name, prefix, self.num_layers, 'blocks')
 
     # ------------------------------------------------------------------
     def _rope_tables(self, height: int, width: int,

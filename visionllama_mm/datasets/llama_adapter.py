@@ -42,6 +42,11 @@ def _ann_files(ann_file: str) -> List[str]:
     return [ann_file]
 
 
+def _under_prefix(prefix: str, path: str) -> str:
+    """``path`` joined to ``prefix`` unless absolute or no prefix is set."""
+    return path if osp.isabs(path) or not prefix else join_path(prefix, path)
+
+
 @DATASETS.register_module()
 class LLaMAAdapterInstructionDataset(BaseDataset):
     """Alpaca / LLaVA instruction data.
@@ -88,9 +93,7 @@ class LLaMAAdapterInstructionDataset(BaseDataset):
                 question = question.replace('<image>', '').strip()
             info = dict(question=question, gt_answer=turns[1]['value'])
             if rec.get('image'):
-                img = rec['image']
-                info['img_path'] = img if osp.isabs(img) or not prefix \
-                    else join_path(prefix, img)
+                info['img_path'] = _under_prefix(prefix, rec['image'])
                 info['text_only'] = False
             else:
                 info['text_only'] = True
@@ -137,9 +140,7 @@ class LLaMAAdapterCaptionTSVDataset(BaseDataset):
                     raise ValueError(f'{path}: needs url and caption columns,'
                                      f' got {reader.fieldnames}')
                 for row in reader:
-                    url = row['url']
-                    if prefix and not osp.isabs(url):
-                        url = join_path(prefix, url)
+                    url = _under_prefix(prefix, row['url'])
                     data_list.append(
                         dict(
                             img_path=url,

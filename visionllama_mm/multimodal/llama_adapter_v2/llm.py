@@ -22,7 +22,9 @@ from torch import nn
 from .checkpoint import load_meta_llama_state_dict, meta_params_to_hf_config
 from .visual import _dtype
 
-__all__ = ['LLaMATokenizer', 'build_tokenizer', 'build_llama']
+__all__ = [
+    'LLaMATokenizer', 'build_tokenizer', 'build_llama', 'LLAMA_7B_PARAMS'
+]
 
 #: LLaMA-7B ``params.json`` (spec §2.1).
 LLAMA_7B_PARAMS = dict(

@@ -20,7 +20,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['VisualBlock', 'CLIPVisionEncoder', 'build_clip_encoder']
+__all__ = [
+    'VisualBlock', 'CLIPVisionEncoder', 'build_clip_encoder',
+    'CLIP_VIT_L14_CONFIG'
+]
+
+#: CLIP ViT-L/14 vision tower (transformers ``CLIPVisionConfig`` arguments),
+#: the encoder of the released LLaMA-Adapter V2 files.
+CLIP_VIT_L14_CONFIG = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act='quick_gelu')
 
 
 class VisualAttention(nn.Module):
