@@ -73,8 +73,8 @@ TRANSFORMS = Registry(
     'transform',
     parent=MMENGINE_TRANSFORMS,
     locations=['visionllama_mm.datasets'])
-METRICS = Registry(
-    'metric', parent=MMENGINE_METRICS, locations=['visionllama_mm.evaluation'])
+# no metric / visualizer of our own yet: the parents' entries serve
+METRICS = Registry('metric', parent=MMENGINE_METRICS)
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, locations=['visionllama_mm.engine'])
 OPTIMIZERS = Registry(
@@ -93,7 +93,4 @@ PARAM_SCHEDULERS = Registry(
     'parameter scheduler',
     parent=MMENGINE_PARAM_SCHEDULERS,
     locations=['visionllama_mm.engine'])
-VISUALIZERS = Registry(
-    'visualizer',
-    parent=MMENGINE_VISUALIZERS,
-    locations=['visionllama_mm.visualization'])
+VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS)
