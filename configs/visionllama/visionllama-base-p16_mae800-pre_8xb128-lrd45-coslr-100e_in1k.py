@@ -16,46 +16,10 @@ custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 # epoch file of configs/visionllama/mae converted the same way).
 pretrained = 'checkpoints/visionllama-base-p16_mae-800e_in1k.pth'
 
-# dataset settings
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(
-        type='RandAugment',
-        policies='timm_increasing',
-        num_policies=2,
-        total_level=10,
-        magnitude_level=9,
-        magnitude_std=0.5,
-        hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
-    dict(
-        type='RandomErasing',
-        erase_prob=0.25,
-        mode='rand',
-        min_area_ratio=0.02,
-        max_area_ratio=1 / 3,
-        fill_color=[103.53, 116.28, 123.675],
-        fill_std=[57.375, 57.12, 58.395]),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=256,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(batch_size=128, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=128, dataset=dict(pipeline=test_pipeline))
+# dataset settings: the base's swin-style augmentation (RandAugment,
+# random erasing 0.25, Mixup / CutMix below), evaluation at crop ratio 0.875
+train_dataloader = dict(batch_size=128)
+val_dataloader = dict(batch_size=128)
 test_dataloader = val_dataloader
 
 # model settings

@@ -4,7 +4,10 @@
 # smoothing 0.1, RandAugment rand-m9-mstd0.5-inc1, no random erasing, no
 # repeated augmentation, Mixup 0.8 / CutMix 1.0, drop path 0.2, evaluation
 # at crop ratio 1.0).
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/datasets/imagenet_deit3.py',
+]
 
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
@@ -13,16 +16,9 @@ custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 # checkpoint; mmpretrain layout, or a deit file converted with
 # tools/model_converters/visionllama_to_mmpretrain.py --layout mmpretrain)
 pretrained = 'work_dirs/visionllama-deit3-base-p16_8xb256-lamb-800e_in1k-192px/epoch_800.pth'  # noqa: E501
-data_root = 'data/imagenet'
 erase_prob = 0.
 
-data_preprocessor = dict(
-    num_classes=1000,
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    to_rgb=True)
-bgr_mean = data_preprocessor['mean'][::-1]
-bgr_std = data_preprocessor['std'][::-1]
+bgr_std = _base_.data_preprocessor['std'][::-1]
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -40,51 +36,21 @@ train_pipeline = [
         magnitude_level=9,
         magnitude_std=0.5,
         hparams=dict(
-            pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+            pad_val=[round(x) for x in _base_.bgr_mean],
+            interpolation='bicubic')),
     dict(
         type='RandomErasing',
         erase_prob=erase_prob,
         mode='rand',
         min_area_ratio=0.02,
         max_area_ratio=1 / 3,
-        fill_color=bgr_mean,
+        fill_color=_base_.bgr_mean,
         fill_std=bgr_std),
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=224,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(
-    batch_size=64,
-    num_workers=10,
-    dataset=dict(
-        type='ImageNet',
-        data_root=data_root,
-        split='train',
-        pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True),
-)
-val_dataloader = dict(
-    batch_size=96,
-    num_workers=10,
-    dataset=dict(
-        type='ImageNet',
-        data_root=data_root,
-        split='val',
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False),
-)
-val_evaluator = dict(type='Accuracy', topk=(1, 5))
+train_dataloader = dict(batch_size=64, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(batch_size=96)
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
 
 model = dict(
     type='ImageClassifier',

@@ -8,31 +8,11 @@ _base_ = [
 
 pretrained = 'work_dirs/visionllama-deit3-large-p16_8xb256-lamb-800e_in1k-128px/epoch_800.pth'  # noqa: E501
 
+# the base recipe's augmentation with random erasing (p = 0.25)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResizedCrop',
-        scale=224,
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(
-        type='RandAugment',
-        policies='timm_increasing',
-        num_policies=2,
-        total_level=10,
-        magnitude_level=9,
-        magnitude_std=0.5,
-        hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
-    dict(
-        type='RandomErasing',
-        erase_prob=0.25,
-        mode='rand',
-        min_area_ratio=0.02,
-        max_area_ratio=1 / 3,
-        fill_color=[103.53, 116.28, 123.675],
-        fill_std=[57.375, 57.12, 58.395]),
-    dict(type='PackInputs'),
+    *_base_.train_pipeline[:-2],
+    dict(_base_.train_pipeline[-2], erase_prob=0.25),  # RandomErasing
+    _base_.train_pipeline[-1],
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 

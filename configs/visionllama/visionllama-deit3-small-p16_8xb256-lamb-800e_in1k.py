@@ -9,21 +9,16 @@
 # Differences from the deit scripts: the BCE loss takes the mixed soft
 # targets as they are (DeiT-III binarises them, targets > 0), and timm's
 # 10 cool-down epochs are not run.
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/datasets/imagenet_deit3.py',
+]
 
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
 img_size = 224  # training resolution (B: 192, L: 128)
-data_root = 'data/imagenet'
 
 # ---------------------------------------------------------------- data
-data_preprocessor = dict(
-    num_classes=1000,
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    to_rgb=True)
-bgr_mean = data_preprocessor['mean'][::-1]
-
 # DeiT-III "3-Augment": random resized crop + flip, then one of grayscale,
 # solarization and Gaussian blur, then color jitter
 train_pipeline = [
@@ -58,40 +53,13 @@ train_pipeline = [
     dict(type='ColorJitter', brightness=0.3, contrast=0.3, saturation=0.3),
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='ResizeEdge',
-        scale=img_size,
-        edge='short',
-        backend='pillow',
-        interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
-]
 train_dataloader = dict(
     batch_size=256,
-    num_workers=10,
-    dataset=dict(
-        type='ImageNet',
-        data_root=data_root,
-        split='train',
-        pipeline=train_pipeline),
-    sampler=dict(type='RepeatAugSampler', shuffle=True),
+    dataset=dict(pipeline=train_pipeline),
+    sampler=dict(type='RepeatAugSampler'),
 )
-val_dataloader = dict(
-    batch_size=384,
-    num_workers=10,
-    dataset=dict(
-        type='ImageNet',
-        data_root=data_root,
-        split='val',
-        pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False),
-)
-val_evaluator = dict(type='Accuracy', topk=(1, 5))
+val_dataloader = dict(batch_size=384)
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- model
 model = dict(

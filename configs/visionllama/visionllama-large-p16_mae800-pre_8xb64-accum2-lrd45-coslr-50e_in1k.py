@@ -20,21 +20,8 @@ model = dict(
 optim_wrapper = dict(optimizer=dict(lr=4e-3), accumulative_counts=2)
 
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-4,
-        by_epoch=True,
-        begin=0,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=45,
-        by_epoch=True,
-        begin=5,
-        end=50,
-        eta_min=1e-6,
-        convert_to_iter_based=True)
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], T_max=45, end=50),
 ]
 
 train_cfg = dict(by_epoch=True, max_epochs=50)
