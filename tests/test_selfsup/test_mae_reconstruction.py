@@ -17,7 +17,7 @@ from mmpretrain.registry import MODELS  # noqa: E402
 import visionllama_mm  # noqa: F401,E402
 
 TOOL = ROOT / 'tools' / 'analysis_tools' / 'mae_reconstruction.py'
-MAE_CFG = 'mae_visionllama-tiny-p4_1xb128-coslr-10e_mnist5k-28px.py'
+MAE_CFG = 'mae_visionllama-tiny-p4_1xb32-coslr-10e_mnist5k-28px.py'
 
 
 def _tool():

@@ -13,7 +13,7 @@ and variance of the original patch.
 
 Example::
 
-    CFG=mae_visionllama-tiny-p4_1xb128-coslr-10e_mnist5k-28px
+    CFG=mae_visionllama-tiny-p4_1xb32-coslr-10e_mnist5k-28px
     python tools/analysis_tools/mae_reconstruction.py \\
         configs/mae_visionllama/$CFG.py work_dirs/$CFG/epoch_10.pth \\
         --out grid.png --num-images 6
