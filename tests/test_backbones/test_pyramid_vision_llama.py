@@ -152,9 +152,14 @@ class TestPyramidVisionLLaMA(TestCase):
 
         model = PyramidVisionLLaMA(
             **self.cfg, out_type='featmap', out_indices=(0, 1, 2, 3))
-        shapes = [o.shape for o in model(x)]
+        outs = model(x)
+        shapes = [o.shape for o in outs]
         self.assertEqual(shapes, [(2, 32, 16, 16), (2, 64, 8, 8),
                                   (2, 96, 4, 4), (2, 128, 2, 2)])
+        # contiguous NCHW, not a channels-last view: mmcv's RoIAlign reads
+        # raw NCHW memory (a channels-last FPN input scrambles RoI features)
+        for out in outs:
+            self.assertTrue(out.is_contiguous())
 
         model = PyramidVisionLLaMA(
             **self.cfg, out_type='raw', out_indices=(1, -1))

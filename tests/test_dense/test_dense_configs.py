@@ -160,3 +160,37 @@ def test_config_builds_and_forwards(path):
             assert num == model.backbone.num_layers + 2
             assert lr_of[id(param)] == pytest.approx(
                 lr * rate**(num - 1 - depth)), name
+
+
+@pytest.mark.parametrize(
+    'path', [p for p in CONFIGS if '/quickstart/' in p and 'rcnn' in p],
+    ids=osp.basename)
+def test_det_roi_features_match_torchvision(path):
+    """The RoI heads see the FPN features at the RoI positions.
+
+    mmcv's ``RoIAlign`` reads NCHW memory whatever the strides, so a
+    channels-last feature map (a backbone returning a permuted view, which
+    the FPN convs propagate) silently scrambles the RoI features; the
+    extractor must agree with torchvision's stride-aware ``roi_align``.
+    """
+    from torchvision.ops import roi_align
+    cfg = Config.fromfile(path)
+    init_default_scope(cfg.default_scope)
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(2, 3, 128, 160))
+        extractor = model.roi_head.bbox_roi_extractor
+        # boxes small enough to map to the finest level (stride 4)
+        rois = torch.tensor([[0, 8., 12., 40., 50.], [1, 60., 30., 110., 90.],
+                             [1, 0., 0., 24., 24.]])
+        assert (extractor.map_roi_levels(rois,
+                                         extractor.num_inputs) == 0).all()
+        ours = extractor(feats[:extractor.num_inputs], rois)
+        ref = roi_align(feats[0], rois, (7, 7), 0.25, 0, aligned=True)
+    for feat in feats:
+        assert feat.is_contiguous()
+    torch.testing.assert_close(ours, ref)

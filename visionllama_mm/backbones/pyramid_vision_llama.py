@@ -717,7 +717,15 @@ class PyramidVisionLLaMA(BaseModule):
 
     @staticmethod
     def _to_nchw(x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        return x.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
+        """Tokens (B, H * W, C) -> a contiguous NCHW map.
+
+        Without ``.contiguous()`` the result is a channels-last view, which
+        convolutions propagate (an FPN's outputs are channels-last too) and
+        which mmcv's ``RoIAlign`` reads as if it were NCHW memory: Mask
+        R-CNN's RoI heads then get scrambled features.
+        """
+        return x.transpose(1, 2).reshape(x.shape[0], -1,
+                                         *hw_shape).contiguous()
 
     def _pool(self, x: Tensor) -> Tensor:
         """GAP of normalised last-stage tokens, optionally normed again."""
