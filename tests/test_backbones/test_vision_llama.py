@@ -89,7 +89,11 @@ class TestVisionLLaMA(TestCase):
             self.assertEqual(model(x)[0].shape, (2, 24 + extra, 32))
             model = VisionLLaMA(
                 **cfg, out_type='featmap', with_cls_token=with_cls)
-            self.assertEqual(model(x)[0].shape, (2, 32, 4, 6))
+            featmap = model(x)[0]
+            self.assertEqual(featmap.shape, (2, 32, 4, 6))
+            # NCHW memory, not a channels-last view (mmcv's RoIAlign reads
+            # raw NCHW memory through SimpleFPN's identity level)
+            self.assertTrue(featmap.is_contiguous())
             model = VisionLLaMA(
                 **cfg, out_type='avg_featmap', with_cls_token=with_cls)
             self.assertEqual(model(x)[0].shape, (2, 32))

@@ -62,6 +62,7 @@ class TestVisionLLaMADeiT(TestCase):
                                 ('avg_featmap', (2, 32))]:
             m = VisionLLaMADeiT(**self.cfg, out_type=out_type)
             self.assertEqual(m(x)[0].shape, shape)
+            self.assertTrue(m(x)[0].is_contiguous())  # NCHW memory
         m = VisionLLaMADeiT(**self.cfg, out_indices=[0, 1])
         self.assertEqual(len(m(x)), 2)
 

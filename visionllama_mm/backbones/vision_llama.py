@@ -562,7 +562,7 @@ class VisionLLaMA(BaseModule):
         patch_tokens = x[:, self.num_extra_tokens:]
         if self.out_type == 'featmap':
             return patch_tokens.reshape(x.shape[0], hw[0], hw[1],
-                                        -1).permute(0, 3, 1, 2)
+                                        -1).permute(0, 3, 1, 2).contiguous()
         return self.ln2(patch_tokens.mean(dim=1))
 
     def forward_features(self, x: Tensor) -> Tensor:

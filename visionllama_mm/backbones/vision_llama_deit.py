@@ -302,7 +302,7 @@ class VisionLLaMADeiT(BaseModule):
         patch_tokens = x[:, 1:]
         if self.out_type == 'featmap':
             return patch_tokens.reshape(x.shape[0], hw[0], hw[1],
-                                        -1).permute(0, 3, 1, 2)
+                                        -1).permute(0, 3, 1, 2).contiguous()
         return patch_tokens.mean(dim=1)
 
     def forward_features(self, x: Tensor) -> Tensor:
