@@ -57,6 +57,23 @@ def test_build_and_loss(kind):
     assert set(log_vars) == set(losses)
 
 
+def test_dit_predict_xstart_reaches_loss_and_sampler():
+    """predict_xstart=True: the zero-initialised network predicts x_0 = 0,
+    so the MSE is E[x_0^2] whatever the noise, and the last DDPM step
+    returns the predicted x_0 = 0 exactly."""
+    model = build('DiTLLaMA', predict_xstart=True, net=dict(learn_sigma=False))
+    assert model.diffusion.predict_xstart
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    losses = model(x, samples(), mode='loss')
+    assert set(losses) == {'loss', 'mse'}
+    torch.testing.assert_close(losses['mse'], (x**2).mean())
+    out = model.sample([0, 1], seed=0, num_steps=5)
+    assert out.shape == (2, 1, 8, 8) and out.abs().max() == 0
+    # the default (official) predicts the noise: the samples are not 0
+    assert build('DiTLLaMA').sample([0, 1], seed=0,
+                                    num_steps=5).abs().max() > 0
+
+
 def test_named_arch_and_validation():
     with torch.device('meta'):
         m = MODELS.build(

@@ -33,6 +33,15 @@ DIT_CFG = osp.join(ROOT, 'configs', 'dit_llama',
 # 0.1; before the position embedding of the config: 0.41).
 SIT_LOSS_BOUND = 0.25
 SIT_MIN_ACC = 0.8
+# Bounds of the slow DiT run (x_0 prediction, fixed variance; see the
+# config). Loss: mean x_0 MSE of the last 500 iterations; a run measured
+# 0.24 at iteration 50 (from E[x_0^2] ~ 0.8 at the zero init, so it drops
+# less after that than the velocity loss) and 0.128 at the end. Samples
+# (DDPM, 100 steps, cfg 2): measured 1.00 (the official objective, noise
+# prediction with learned variance, trained the same way: 0.2).
+DIT_LOSS_BOUND = 0.15
+DIT_LOSS_DROP = 1.5
+DIT_MIN_ACC = 0.8
 
 
 def train(cfg_path, work_dir, max_iters, ckpt_interval=None):
@@ -108,31 +117,46 @@ def digit_classifier():
     return LogisticRegression(max_iter=200).fit(x, labels)
 
 
-def check_training_and_samples(cfg_path, tmp_path, loss_bound, min_acc):
+def check_training_and_samples(cfg_path,
+                               tmp_path,
+                               loss_bound,
+                               min_acc,
+                               min_drop=2.):
     """Full run: loss bound, then samples classified as their labels."""
     cfg = Config.fromfile(cfg_path)
     iters = cfg.train_cfg.max_iters
     ckpt = train(cfg_path, tmp_path / 'work', iters)
     losses = losses_from_log(tmp_path / 'work')
     final = np.mean(losses[-10:])
-    assert losses[0] > 2 * final  # the first logged loss (iteration 50)
-    assert final < loss_bound
     labels = [str(i) for i in range(10)]
     sample(cfg_path, ckpt, tmp_path / 'grid', '--labels', *labels, '--repeat',
            '10', '--batch-size', '100')
     out = np.load(tmp_path / 'grid' / 'samples_100.npz')
     images, wanted = out['arr_0'][..., 0], out['labels']
-    # digits: mostly dark background with a bright stroke
     ink = (images > 127).mean(axis=(1, 2))
+    pred = digit_classifier().predict(
+        images.reshape(len(images), -1).astype(np.float32) / 255.)
+    acc = (pred == wanted).mean()
+    print(f'\n{osp.basename(cfg_path)}: loss {losses[0]:.4f} (iteration '
+          f'50) -> {final:.4f}, ink {ink.mean():.3f}, accuracy {acc:.2f}')
+    # the first logged loss (iteration 50) against the last ones
+    assert losses[0] > min_drop * final
+    assert final < loss_bound
+    # digits: mostly dark background with a bright stroke
     assert 0.05 < ink.mean() < 0.4
     # a linear classifier of the real digits recognises the requested
     # classes (chance: 0.1)
-    pred = digit_classifier().predict(
-        images.reshape(len(images), -1).astype(np.float32) / 255.)
-    assert (pred == wanted).mean() >= min_acc
+    assert acc >= min_acc
 
 
 @pytest.mark.slow
 def test_sit_llama_learns_mnist_digits(tmp_path):
     """Full pixel-space SiT-LLaMA run: loss bound and recognised digits."""
     check_training_and_samples(SIT_CFG, tmp_path, SIT_LOSS_BOUND, SIT_MIN_ACC)
+
+
+@pytest.mark.slow
+def test_dit_llama_learns_mnist_digits(tmp_path):
+    """Full pixel-space DiT-LLaMA run: loss bound and recognised digits."""
+    check_training_and_samples(DIT_CFG, tmp_path, DIT_LOSS_BOUND, DIT_MIN_ACC,
+                               DIT_LOSS_DROP)

@@ -8,9 +8,11 @@ DiT-LLaMA, ``spec-visionllama.md`` §6.3) inherits from ADM / improved DDPM
   ``1000 / steps``), all tables computed in float64;
 * an epsilon-predicting model whose extra output channels ``v`` in [-1, 1]
   interpolate the log-variance between the posterior variance and beta
-  (``'learned_range'``);
-* the hybrid loss ``L = MSE(eps) + L_vb``, where the variational bound term
-  (in bits per dimension) only trains the variance (the mean is detached);
+  (``'learned_range'``); DiT's ``create_diffusion(predict_xstart=True)``
+  (ADM's ``START_X``) makes the model predict x_0 instead;
+* the hybrid loss ``L = MSE(eps) + L_vb`` (``MSE(x_0)`` when predicting
+  x_0), where the variational bound term (in bits per dimension) only
+  trains the variance (the mean is detached);
 * DDPM ancestral sampling over a respaced subset of the timesteps (250 of
   1000 for the FID numbers), with the betas of the subset recomputed from the
   cumulative products and the network fed the *original* timestep indices.
@@ -145,12 +147,16 @@ class GaussianDiffusion:
             - ``'fixed_small'`` - the posterior variance.
 
             Defaults to ``'learned_range'``.
+        predict_xstart (bool): The model's first C channels predict x_0
+            (ADM ``ModelMeanType.START_X``) instead of the noise (DiT's
+            default, ``EPSILON``). Defaults to False.
     """
 
     def __init__(self,
                  betas: Tensor,
                  timestep_map: Optional[Sequence[int]] = None,
-                 var_type: str = 'learned_range') -> None:
+                 var_type: str = 'learned_range',
+                 predict_xstart: bool = False) -> None:
         if var_type not in VAR_TYPES:
             raise ValueError(f'var_type must be one of {list(VAR_TYPES)}, '
                              f'got {var_type!r}')
@@ -158,6 +164,7 @@ class GaussianDiffusion:
         if betas.dim() != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError('betas must be a 1-D tensor in (0, 1]')
         self.var_type = var_type
+        self.predict_xstart = predict_xstart
         self.betas = betas
         self.num_timesteps = len(betas)
         self.timestep_map = torch.as_tensor(
@@ -230,6 +237,12 @@ class GaussianDiffusion:
         return (self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t -
                 self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
+    def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor,
+                                pred_xstart: Tensor) -> Tensor:
+        return ((self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t -
+                 pred_xstart) /
+                self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t))
+
     # ---------------------------------------------------- reverse process
     def p_mean_variance_from_output(self,
                                     model_output: Tensor,
@@ -237,20 +250,20 @@ class GaussianDiffusion:
                                     t: Tensor,
                                     clip_denoised: bool = False
                                     ) -> Dict[str, Tensor]:
-        """p(x_{t-1} | x_t) from a network output (eps [, v])."""
+        """p(x_{t-1} | x_t) from a network output (eps or x_0 [, v])."""
         C = x.shape[1]
         if self.var_type == 'learned_range':
             if model_output.shape[1] != 2 * C:
                 raise ValueError(
                     f"var_type='learned_range' needs {2 * C} output channels "
                     f'(eps and variance), got {model_output.shape[1]}')
-            eps, var_values = model_output.split(C, dim=1)
+            pred, var_values = model_output.split(C, dim=1)
             min_log = self._extract(self.posterior_log_variance_clipped, t, x)
             max_log = self._extract(self.log_betas, t, x)
             frac = (var_values + 1) / 2  # [-1, 1] -> [min, max]
             log_var = frac * max_log + (1 - frac) * min_log
         else:
-            eps = model_output[:, :C]
+            pred = model_output[:, :C]
             if self.var_type == 'fixed_large':
                 # beta_t, with the posterior variance at the first step for a
                 # better decoder likelihood (ADM)
@@ -259,7 +272,12 @@ class GaussianDiffusion:
             else:
                 table = self.posterior_log_variance_clipped
             log_var = self._extract(table, t, x)
-        pred_xstart = self.predict_xstart_from_eps(x, t, eps)
+        if self.predict_xstart:
+            pred_xstart = pred
+            eps = self.predict_eps_from_xstart(x, t, pred)
+        else:
+            pred_xstart = self.predict_xstart_from_eps(x, t, pred)
+            eps = pred
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
@@ -363,6 +381,8 @@ class GaussianDiffusion:
                         ) -> Dict[str, Tensor]:
         """Per-sample hybrid loss ``mse + vb`` (DiT's ``LossType.MSE``).
 
+        ``mse`` regresses the noise, or x_0 with ``predict_xstart``.
+
         Args:
             model (callable): ``model(x_t, t, **model_kwargs)``.
             x_start (Tensor): Clean data x_0 (N, C, H, W).
@@ -386,13 +406,14 @@ class GaussianDiffusion:
         C = x_start.shape[1]
         terms = {}
         if self.var_type == 'learned_range':
-            eps, var_values = model_output.split(C, dim=1)
+            pred, var_values = model_output.split(C, dim=1)
             # the bound only trains the variance: detach the mean
-            frozen = torch.cat([eps.detach(), var_values], dim=1)
+            frozen = torch.cat([pred.detach(), var_values], dim=1)
             terms['vb'] = self.vb_terms_bpd(frozen, x_start, x_t, t)
         else:
-            eps = model_output[:, :C]
-        terms['mse'] = mean_flat((noise - eps)**2)
+            pred = model_output[:, :C]
+        target = x_start if self.predict_xstart else noise
+        terms['mse'] = mean_flat((target - pred)**2)
         terms['loss'] = terms['mse'] + terms.get('vb', 0.)
         return terms
 
@@ -401,7 +422,8 @@ def create_diffusion(timestep_respacing: Union[str, int, Sequence[int],
                                                None] = None,
                      noise_schedule: str = 'linear',
                      learn_sigma: bool = True,
-                     diffusion_steps: int = 1000) -> GaussianDiffusion:
+                     diffusion_steps: int = 1000,
+                     predict_xstart: bool = False) -> GaussianDiffusion:
     """DiT's ``create_diffusion``: a (respaced) linear-schedule process.
 
     Args:
@@ -412,6 +434,8 @@ def create_diffusion(timestep_respacing: Union[str, int, Sequence[int],
         learn_sigma (bool): Learned-range variance (else fixed large).
             Defaults to True.
         diffusion_steps (int): Steps of the base process. Defaults to 1000.
+        predict_xstart (bool): The model predicts x_0 instead of the noise
+            (DiT's option of the same name). Defaults to False (official).
     """
     if noise_schedule != 'linear':
         raise ValueError(f"noise_schedule must be one of ['linear'], got "
@@ -426,4 +450,5 @@ def create_diffusion(timestep_respacing: Union[str, int, Sequence[int],
     return GaussianDiffusion(
         1. - ac / prev,
         timestep_map=keep,
-        var_type='learned_range' if learn_sigma else 'fixed_large')
+        var_type='learned_range' if learn_sigma else 'fixed_large',
+        predict_xstart=predict_xstart)

@@ -261,6 +261,12 @@ class DiTLLaMAModel(_GenerativeModel):
             ``num_classes``, ``cfg_channels``, ``grad_checkpointing``...).
         diffusion_steps (int): Steps of the training process. Defaults to
             1000.
+        predict_xstart (bool): The network predicts the clean x_0 instead
+            of the noise (DiT's ``create_diffusion(predict_xstart=True)``,
+            ADM's ``START_X``); the loss is then the MSE on x_0 (+ the
+            bound). Official DiT-LLaMA predicts the noise; the tiny
+            pixel-space quick start predicts x_0 (see its config).
+            Defaults to False.
         vae (dict, optional): :class:`FrozenVAE` arguments for latent
             diffusion; None trains in pixel space. Defaults to None.
         sample_cfg (dict, optional): Defaults of :meth:`sample` used by
@@ -277,6 +283,7 @@ class DiTLLaMAModel(_GenerativeModel):
                  arch: Union[str, dict] = 'DiTLLaMA_XL_2',
                  net_cfg: Optional[dict] = None,
                  diffusion_steps: int = 1000,
+                 predict_xstart: bool = False,
                  vae: Optional[dict] = None,
                  sample_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -284,10 +291,12 @@ class DiTLLaMAModel(_GenerativeModel):
         super().__init__(arch, net_cfg, vae, sample_cfg, data_preprocessor,
                          init_cfg)
         self.diffusion_steps = diffusion_steps
+        self.predict_xstart = predict_xstart
         self.diffusion = create_diffusion(
             '',
             learn_sigma=self.net.learn_sigma,
-            diffusion_steps=diffusion_steps)
+            diffusion_steps=diffusion_steps,
+            predict_xstart=predict_xstart)
 
     def loss(self, inputs: Tensor,
              data_samples: Sequence) -> Dict[str, Tensor]:
@@ -328,7 +337,8 @@ class DiTLLaMAModel(_GenerativeModel):
         diffusion = create_diffusion(
             str(num_steps),
             learn_sigma=self.net.learn_sigma,
-            diffusion_steps=self.diffusion_steps)
+            diffusion_steps=self.diffusion_steps,
+            predict_xstart=self.predict_xstart)
 
         def solve(fn, noise, g):
             return diffusion.p_sample_loop(
