@@ -67,7 +67,7 @@ from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         apply_rope, check_choice)
 from visionllama_mm.layers.swiglu import swiglu_hidden_dim
 from visionllama_mm.registry import MODELS
-from .vision_llama import parse_out_indices
+from .vision_llama import parse_out_indices, tokens_to_featmap
 
 __all__ = [
     'PatchEmbed', 'GroupAttention', 'GSAttention', 'PyramidVisionLLaMA',
@@ -715,18 +715,6 @@ class PyramidVisionLLaMA(BaseModule):
             x = self.norm_list[stage](x)
         return x, hw_shape
 
-    @staticmethod
-    def _to_nchw(x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        """Tokens (B, H * W, C) -> a contiguous NCHW map.
-
-        Without ``.contiguous()`` the result is a channels-last view, which
-        convolutions propagate (an FPN's outputs are channels-last too) and
-        which mmcv's ``RoIAlign`` reads as if it were NCHW memory: Mask
-        R-CNN's RoI heads then get scrambled features.
-        """
-        return x.transpose(1, 2).reshape(x.shape[0], -1,
-                                         *hw_shape).contiguous()
-
     def _pool(self, x: Tensor) -> Tensor:
         """GAP of normalised last-stage tokens, optionally normed again."""
         x = x.mean(dim=1)
@@ -744,13 +732,13 @@ class PyramidVisionLLaMA(BaseModule):
                 if self.out_type == 'raw':
                     outs.append(x)
                 elif self.out_type == 'featmap':
-                    outs.append(self._to_nchw(x, hw_shape))
+                    outs.append(tokens_to_featmap(x, hw_shape))
                 elif k == last and self.norm is not None:
                     outs.append(self._pool(x))
                 else:
                     outs.append(x.mean(dim=1))
             if k < last:
-                x = self._to_nchw(x, hw_shape)
+                x = tokens_to_featmap(x, hw_shape)
         return tuple(outs)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -758,7 +746,7 @@ class PyramidVisionLLaMA(BaseModule):
         for k in range(self.num_stages):
             x, hw_shape = self.forward_stage(k, x)
             if k < self.num_stages - 1:
-                x = self._to_nchw(x, hw_shape)
+                x = tokens_to_featmap(x, hw_shape)
         return self.norm(x) if self.norm is not None else x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -40,7 +40,8 @@ from visionllama_mm.registry import MODELS
 
 __all__ = [
     'PatchEmbed', 'VisionLLaMA', 'check_image_input', 'parse_arch',
-    'parse_out_indices', 'parse_norm_cfg'
+    'parse_out_indices', 'parse_norm_cfg', 'plain_layer_depth',
+    'tokens_to_featmap'
 ]
 
 Tables = Tuple[Tensor, Tensor]
@@ -122,6 +123,18 @@ def plain_layer_depth(param_name: str, prefix: str, num_layers: int,
     if name.startswith(blocks + '.'):
         return int(name.split('.')[1]) + 1, num_depths
     return num_depths - 1, num_depths
+
+
+def tokens_to_featmap(x: Tensor, hw: Tuple[int, int]) -> Tensor:
+    """Tokens (B, H * W, C) -> a contiguous (B, C, H, W) map.
+
+    Contiguous on purpose: a channels-last view survives convolutions (an
+    FPN's outputs stay channels-last) and mmcv's ``RoIAlign`` reads its input
+    as raw NCHW memory, so Mask R-CNN's RoI heads would get scrambled
+    features.
+    """
+    B, _, C = x.shape
+    return x.transpose(1, 2).reshape(B, C, *hw).contiguous()
 
 
 def parse_norm_cfg(norm_cfg: dict) -> float:
@@ -561,8 +574,7 @@ class VisionLLaMA(BaseModule):
             return x[:, 0]
         patch_tokens = x[:, self.num_extra_tokens:]
         if self.out_type == 'featmap':
-            return patch_tokens.reshape(x.shape[0], hw[0], hw[1],
-                                        -1).permute(0, 3, 1, 2).contiguous()
+            return tokens_to_featmap(patch_tokens, hw)
         return self.ln2(patch_tokens.mean(dim=1))
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from visionllama_mm.layers import (LayerScaleBlock, RotaryEmbedding2D,
                                    init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
 from .vision_llama import (check_image_input, parse_arch, parse_out_indices,
-                           plain_layer_depth)
+                           plain_layer_depth, tokens_to_featmap)
 
 __all__ = ['DeiTPatchEmbed', 'VisionLLaMADeiT']
 
@@ -301,8 +301,7 @@ class VisionLLaMADeiT(BaseModule):
             return x[:, 0]
         patch_tokens = x[:, 1:]
         if self.out_type == 'featmap':
-            return patch_tokens.reshape(x.shape[0], hw[0], hw[1],
-                                        -1).permute(0, 3, 1, 2).contiguous()
+            return tokens_to_featmap(patch_tokens, hw)
         return patch_tokens.mean(dim=1)
 
     def forward_features(self, x: Tensor) -> Tensor:
