@@ -64,9 +64,10 @@ from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
 from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
 from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         RotaryEmbedding2D, anchor_scale,
-                                        apply_rope, check_choice)
+                                        apply_rope)
 from visionllama_mm.layers.swiglu import swiglu_hidden_dim
 from visionllama_mm.registry import MODELS
+from visionllama_mm.utils import check_choice
 from .vision_llama import parse_out_indices, tokens_to_featmap
 
 __all__ = [

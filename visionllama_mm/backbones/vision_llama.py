@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from visionllama_mm.layers import (RotaryEmbedding2D, VisionLLaMABlock,
                                    swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
+from visionllama_mm.utils import check_choice
 
 __all__ = [
     'PatchEmbed', 'VisionLLaMA', 'check_image_input', 'parse_arch',
@@ -341,9 +342,7 @@ class VisionLLaMA(BaseModule):
         self.patch_resolution = (self.img_size[0] // patch_size,
                                  self.img_size[1] // patch_size)
 
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {list(self.OUT_TYPES)}'
-                             f', got {out_type!r}')
+        check_choice('out_type', out_type, self.OUT_TYPES)
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
         self.out_type = out_type

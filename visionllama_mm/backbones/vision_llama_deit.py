@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from visionllama_mm.layers import (LayerScaleBlock, RotaryEmbedding2D,
                                    init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
+from visionllama_mm.utils import check_choice
 from .vision_llama import (check_image_input, parse_arch, parse_out_indices,
                            plain_layer_depth, tokens_to_featmap)
 
@@ -159,9 +160,7 @@ class VisionLLaMADeiT(BaseModule):
         if self.embed_dims % self.num_heads:
             raise ValueError(f'arch: embed_dims ({self.embed_dims}) must be '
                              f'divisible by num_heads ({self.num_heads})')
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'out_type must be one of {list(self.OUT_TYPES)}'
-                             f', got {out_type!r}')
+        check_choice('out_type', out_type, self.OUT_TYPES)
         if not (cls_rope_pos is None or cls_rope_pos == 'official' or
                 (isinstance(cls_rope_pos, (int, float))
                  and not isinstance(cls_rope_pos, bool))):

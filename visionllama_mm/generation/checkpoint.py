@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from visionllama_mm.utils import check_choice
+
 __all__ = [
     'load_official_checkpoint', 'convert_official_state_dict',
     'verify_state_dict', 'official_meta'
@@ -71,9 +73,7 @@ def convert_official_state_dict(ckpt: dict,
     Returns:
         OrderedDict[str, Tensor]: Contiguous tensors, ``pos_embed`` dropped.
     """
-    if weights not in ('ema', 'model'):
-        raise ValueError(f"weights must be one of ['ema', 'model'], got "
-                         f'{weights!r}')
+    check_choice('weights', weights, ['ema', 'model'])
     if weights in ckpt and isinstance(ckpt[weights], dict):
         state = ckpt[weights]
     elif all(isinstance(v, Tensor) for v in ckpt.values()):

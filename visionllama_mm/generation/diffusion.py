@@ -26,6 +26,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from visionllama_mm.utils import check_choice
+
 __all__ = [
     'linear_beta_schedule', 'space_timesteps', 'normal_kl',
     'discretized_gaussian_log_likelihood', 'mean_flat', 'GaussianDiffusion',
@@ -157,9 +159,7 @@ class GaussianDiffusion:
                  timestep_map: Optional[Sequence[int]] = None,
                  var_type: str = 'learned_range',
                  predict_xstart: bool = False) -> None:
-        if var_type not in VAR_TYPES:
-            raise ValueError(f'var_type must be one of {list(VAR_TYPES)}, '
-                             f'got {var_type!r}')
+        check_choice('var_type', var_type, VAR_TYPES)
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError('betas must be a 1-D tensor in (0, 1]')
@@ -437,9 +437,7 @@ def create_diffusion(timestep_respacing: Union[str, int, Sequence[int],
         predict_xstart (bool): The model predicts x_0 instead of the noise
             (DiT's option of the same name). Defaults to False (official).
     """
-    if noise_schedule != 'linear':
-        raise ValueError(f"noise_schedule must be one of ['linear'], got "
-                         f'{noise_schedule!r}')
+    check_choice('noise_schedule', noise_schedule, ['linear'])
     base = GaussianDiffusion(linear_beta_schedule(diffusion_steps))
     if timestep_respacing in (None, ''):
         timestep_respacing = [diffusion_steps]

@@ -28,6 +28,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from visionllama_mm.registry import MODELS
+from visionllama_mm.utils import check_choice
 from .diffusion import create_diffusion
 from .models import DiTLLaMA, SiTLLaMA, build_generator
 from .transport import Transport
@@ -424,9 +425,7 @@ class SiTLLaMAModel(_GenerativeModel):
                 :meth:`Transport.sample_ode` (``diffusion_form``,
                 ``last_step``, ``atol``, ``method``, ...).
         """
-        if mode not in ('sde', 'ode'):
-            raise ValueError(f"mode must be one of ['sde', 'ode'], got "
-                             f'{mode!r}')
+        check_choice('mode', mode, ['sde', 'ode'])
 
         def solve(fn, noise, g):
             if mode == 'sde':

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from visionllama_mm.layers import (RoPEAttention, RotaryEmbedding2D, SwiGLU,
                                    swiglu_hidden_dim)
+from visionllama_mm.utils import check_choice
 
 __all__ = [
     'PatchEmbed', 'TimestepEmbedder', 'LabelEmbedder', 'LLaMABlock',
@@ -552,7 +553,5 @@ def build_generator(name: str, **kwargs) -> Union[DiTLLaMA, SiTLLaMA]:
             ``num_classes``, ``cfg_channels``).
     """
     table = {**DiTLLaMA_models, **SiTLLaMA_models}
-    if name not in table:
-        raise ValueError(f'model name must be one of {sorted(table)}, got '
-                         f'{name!r}')
+    check_choice('model name', name, sorted(table))
     return table[name](**kwargs)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
-from visionllama_mm.layers.rope import check_choice
+from visionllama_mm.utils import check_choice
 from .diffusion import mean_flat
 
 __all__ = ['LinearPath', 'Transport', 'DIFFUSION_FORMS', 'LAST_STEPS']

@@ -3,7 +3,7 @@ from .attention import (RoPEAttention, head_dim_of, scaled_dot_product,
                         use_fused_attn)
 from .blocks import (DropPath, LayerScaleBlock, VisionLLaMABlock,
                      init_linear_norm_timm)
-from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope, check_choice,
+from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope,
                    cls_token_coords, gather_tables, grid_coords,
                    gsa_key_coords, rope_frequencies)
 from .swiglu import FFN_HIDDEN_RULES, SwiGLU, silu_gate, swiglu_hidden_dim
@@ -11,8 +11,7 @@ from .swiglu import FFN_HIDDEN_RULES, SwiGLU, silu_gate, swiglu_hidden_dim
 __all__ = [
     'RoPEAttention', 'head_dim_of', 'scaled_dot_product', 'use_fused_attn',
     'DropPath', 'LayerScaleBlock', 'VisionLLaMABlock', 'init_linear_norm_timm',
-    'RotaryEmbedding2D', 'anchor_scale', 'apply_rope', 'check_choice',
-    'cls_token_coords', 'gather_tables', 'grid_coords', 'gsa_key_coords',
-    'rope_frequencies', 'FFN_HIDDEN_RULES', 'SwiGLU', 'silu_gate',
-    'swiglu_hidden_dim'
+    'RotaryEmbedding2D', 'anchor_scale', 'apply_rope', 'cls_token_coords',
+    'gather_tables', 'grid_coords', 'gsa_key_coords', 'rope_frequencies',
+    'FFN_HIDDEN_RULES', 'SwiGLU', 'silu_gate', 'swiglu_hidden_dim'
 ]

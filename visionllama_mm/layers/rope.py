@@ -29,29 +29,24 @@ The rotation is real-valued (no complex dtypes, so it exports and autocasts),
 the angles and the rotation are computed in fp32 with autocast disabled, and
 everything is out of place.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from visionllama_mm.utils import check_choice
+
 __all__ = [
     'rope_frequencies', 'grid_coords', 'gsa_key_coords', 'cls_token_coords',
     'anchor_scale', 'coords_to_angles', 'angles_to_cos_sin', 'gather_tables',
-    'apply_rope', 'rotate_pairs', 'check_choice', 'RotaryEmbedding2D'
+    'apply_rope', 'rotate_pairs', 'RotaryEmbedding2D'
 ]
 
 GSA_KEY_POS = ('official', 'centroid')
 ANCHOR_MODES = ('height', 'per_axis')
 
 Tables = Tuple[Tensor, Tensor]
-
-
-def check_choice(name: str, value, allowed: Sequence) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is allowed."""
-    if value not in allowed:
-        raise ValueError(f'{name} must be one of {list(allowed)}, '
-                         f'got {value!r}')
 
 
 def rope_frequencies(head_dim: int,

@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from visionllama_mm.utils import check_choice
+
 __all__ = ['FFN_HIDDEN_RULES', 'swiglu_hidden_dim', 'silu_gate', 'SwiGLU']
 
 FFN_HIDDEN_RULES = ('llama', 'mmpretrain')
@@ -42,9 +44,7 @@ def swiglu_hidden_dim(dim: int,
     Returns:
         int: The hidden width.
     """
-    if rule not in FFN_HIDDEN_RULES:
-        raise ValueError(f'ffn_hidden_rule must be one of '
-                         f'{list(FFN_HIDDEN_RULES)}, got {rule!r}')
+    check_choice('ffn_hidden_rule', rule, FFN_HIDDEN_RULES)
     base = dim if rule == 'llama' else (ffn_channels or 4 * dim)
     hidden = int(8 * base / 3)
     return multiple_of * math.ceil(hidden / multiple_of)
@@ -99,9 +99,7 @@ class SwiGLU(nn.Module):
                  layout: str = 'split',
                  drop: float = 0.) -> None:
         super().__init__()
-        if layout not in SWIGLU_LAYOUTS:
-            raise ValueError(f'layout must be one of {list(SWIGLU_LAYOUTS)}, '
-                             f'got {layout!r}')
+        check_choice('layout', layout, SWIGLU_LAYOUTS)
         self.layout = layout
         self.hidden_features = hidden_features
         if layout == 'split':

@@ -44,6 +44,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm, _InstanceNorm
 
 from visionllama_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from visionllama_mm.utils import check_choice
 
 __all__ = ['LayerDecayOptimWrapperConstructor', 'NO_DECAY_RULES']
 
@@ -104,13 +105,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if not rate > 0:
             raise ValueError(f'layer_decay_rate must be > 0, got {rate}')
         decay_type = cfg.pop('decay_type', 'layer_wise')
-        if decay_type not in DECAY_TYPES:
-            raise ValueError(f'decay_type must be one of {list(DECAY_TYPES)}'
-                             f', got {decay_type!r}')
+        check_choice('decay_type', decay_type, DECAY_TYPES)
         rule = cfg.pop('no_decay_rule', 'upstream')
-        if rule not in NO_DECAY_RULES:
-            raise ValueError('no_decay_rule must be one of '
-                             f'{list(NO_DECAY_RULES)}, got {rule!r}')
+        check_choice('no_decay_rule', rule, NO_DECAY_RULES)
         num_layers = cfg.pop('num_layers', None)
         if num_layers is not None and (not isinstance(num_layers, int)
                                        or num_layers < 0):

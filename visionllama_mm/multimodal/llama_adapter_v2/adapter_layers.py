@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from visionllama_mm.utils import check_choice
+
 __all__ = [
     'BIAS_MODES', 'AdapterLinear', 'AdapterLlamaAttention', 'inject_adapters',
     'build_attention_mask', 'adapter_llama_forward', 'linear_tuning'
@@ -58,9 +60,7 @@ def linear_tuning(bias_mode: str, name: str):
     Returns:
         tuple: ``(bias: bool, scale: Optional[str])``.
     """
-    if bias_mode not in BIAS_MODES:
-        raise ValueError(f'bias_mode must be one of {BIAS_MODES}, '
-                         f'got {bias_mode!r}')
+    check_choice('bias_mode', bias_mode, BIAS_MODES)
     if name not in _ATTN + _MLP:
         raise ValueError(f'unknown linear layer {name!r}')
     if bias_mode == 'mm7b':

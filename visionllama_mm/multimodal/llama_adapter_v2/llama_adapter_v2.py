@@ -32,6 +32,7 @@ from mmengine.model import BaseModel
 from torch import nn
 
 from visionllama_mm.registry import MODELS
+from visionllama_mm.utils import check_choice
 from .adapter_layers import (BIAS_MODES, adapter_llama_forward,
                              inject_adapters, layer_prompts)
 from .checkpoint import (hf_to_meta_rows, hf_to_official_key, meta_to_hf_rows,
@@ -158,13 +159,10 @@ class LLaMAAdapterV2(BaseModel):
                  gradient_checkpointing: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        for name, value, allowed in (('phase', phase, PHASES),
-                                     ('task', task, TASKS), ('fusion', fusion,
-                                                             FUSIONS),
-                                     ('bias_mode', bias_mode, BIAS_MODES)):
-            if value not in allowed:
-                raise ValueError(f'{name} must be one of {allowed}, '
-                                 f'got {value!r}')
+        check_choice('phase', phase, PHASES)
+        check_choice('task', task, TASKS)
+        check_choice('fusion', fusion, FUSIONS)
+        check_choice('bias_mode', bias_mode, BIAS_MODES)
         if data_preprocessor is None:
             data_preprocessor = dict(
                 mean=CLIP_MEAN, std=CLIP_STD, to_rgb=False)
@@ -299,8 +297,7 @@ class LLaMAAdapterV2(BaseModel):
         when the LLaMA is loaded in half precision; train such models with
         mixed precision (``AmpOptimWrapper``).
         """
-        if phase not in PHASES:
-            raise ValueError(f'phase must be one of {PHASES}, got {phase!r}')
+        check_choice('phase', phase, PHASES)
         self.phase = phase
         for name, param in self.named_parameters():
             trainable = self._in_phase(name, phase)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from visionllama_mm.utils import check_choice
+
 __all__ = [
     'VisualBlock', 'CLIPVisionEncoder', 'build_clip_encoder',
     'CLIP_VIT_L14_CONFIG'
@@ -237,7 +239,5 @@ def _dtype(name) -> torch.dtype:
         fp16=torch.float16,
         bfloat16=torch.bfloat16,
         bf16=torch.bfloat16)
-    if name not in allowed:
-        raise ValueError(f'dtype must be one of {sorted(allowed)}, '
-                         f'got {name!r}')
+    check_choice('dtype', name, sorted(allowed))
     return allowed[name]
