@@ -15,15 +15,7 @@ model = dict(
     max_words=512)
 
 caption_pipeline = _base_.train_pipeline
-# the same augmentation; text-only samples get a blank image
-instruction_pipeline = [
-    dict(type='visionllama_mm.LoadImageOrBlank', size=224),
-    *caption_pipeline[1:-1],
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'input', 'gt_answer', 'text_only'],
-        meta_keys=['image_id']),
-]
+instruction_pipeline = _base_.instruction_pipeline
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,

@@ -12,14 +12,7 @@ load_from = 'work_dirs/llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain/epo
 model = dict(phase='finetune', task='chat', max_words=512)
 
 # the pretraining augmentation; text-only samples get a blank image
-train_pipeline = [
-    dict(type='visionllama_mm.LoadImageOrBlank', size=224),
-    *_base_.train_pipeline[1:-1],
-    dict(
-        type='PackInputs',
-        algorithm_keys=['question', 'input', 'gt_answer', 'text_only'],
-        meta_keys=['image_id']),
-]
+train_pipeline = _base_.instruction_pipeline
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,

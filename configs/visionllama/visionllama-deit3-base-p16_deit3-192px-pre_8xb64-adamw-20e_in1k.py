@@ -7,9 +7,8 @@
 _base_ = [
     'mmpretrain::_base_/default_runtime.py',
     '../_base_/datasets/imagenet_deit3.py',
+    '../_base_/models/visionllama-deit3.py',
 ]
-
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
 # the 192 px DeiT-III model trained with
 # visionllama-deit3-base-p16_8xb256-lamb-800e_in1k-192px.py (its last
@@ -53,39 +52,16 @@ val_dataloader = dict(batch_size=96)
 test_dataloader = val_dataloader
 
 model = dict(
-    type='ImageClassifier',
-    backbone=dict(
-        type='visionllama_mm.VisionLLaMADeiT',
-        arch='base',
-        img_size=224,
-        patch_size=16,
-        drop_path_rate=0.2,
-        layer_scale=1e-4,
-        cls_rope_pos='official',
-        out_type='cls_token'),
-    neck=None,
+    backbone=dict(arch='base', img_size=224, drop_path_rate=0.2),
     head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
         in_channels=768,
         loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)]),
-    train_cfg=dict(augments=[
-        dict(type='Mixup', alpha=0.8),
-        dict(type='CutMix', alpha=1.0)
-    ]),
+            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     init_cfg=dict(type='Pretrained', checkpoint=pretrained))
 
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
     optimizer=dict(
-        type='AdamW', lr=1e-5, weight_decay=0.1, eps=1e-8, betas=(0.9, 0.999)),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        flat_decay_mult=0.,
-        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+        type='AdamW', lr=1e-5, weight_decay=0.1, eps=1e-8, betas=(0.9, 0.999)))
 param_scheduler = [
     dict(
         type='LinearLR',

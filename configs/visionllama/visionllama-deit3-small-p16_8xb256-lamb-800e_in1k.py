@@ -12,9 +12,8 @@
 _base_ = [
     'mmpretrain::_base_/default_runtime.py',
     '../_base_/datasets/imagenet_deit3.py',
+    '../_base_/models/visionllama-deit3.py',
 ]
-
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
 img_size = 224  # training resolution (B: 192, L: 128)
 
@@ -63,39 +62,14 @@ test_dataloader = val_dataloader
 
 # ---------------------------------------------------------------- model
 model = dict(
-    type='ImageClassifier',
-    backbone=dict(
-        type='visionllama_mm.VisionLLaMADeiT',
-        arch='small',
-        img_size=img_size,
-        patch_size=16,
-        drop_path_rate=0.05,
-        layer_scale=1e-4,
-        cls_rope_pos='official',
-        out_type='cls_token'),
-    neck=None,
+    backbone=dict(arch='small', img_size=img_size, drop_path_rate=0.05),
     head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
         in_channels=384,
-        loss=dict(type='CrossEntropyLoss', use_sigmoid=True),
-        init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)]),
-    train_cfg=dict(augments=[
-        dict(type='Mixup', alpha=0.8),
-        dict(type='CutMix', alpha=1.0)
-    ]))
+        loss=dict(type='CrossEntropyLoss', use_sigmoid=True)))
 
 # ---------------------------------------------------------------- schedule
-# timm's optimizer factory: no weight decay on 1-D parameters (norms,
-# biases, layer scales) and on the class token
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    optimizer=dict(type='Lamb', lr=4e-3, weight_decay=0.05, eps=1e-8),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        bias_decay_mult=0.,
-        flat_decay_mult=0.,
-        custom_keys={'.cls_token': dict(decay_mult=0.)}))
+    optimizer=dict(type='Lamb', lr=4e-3, weight_decay=0.05, eps=1e-8))
 param_scheduler = [
     # warm-up from --warmup-lr 1e-6, per epoch as timm
     dict(

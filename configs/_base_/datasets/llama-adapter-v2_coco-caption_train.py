@@ -14,6 +14,16 @@ train_pipeline = [
         algorithm_keys=['gt_caption'],
         meta_keys=['image_id']),
 ]
+# the same augmentation for instruction data (joint training, finetuning):
+# text-only samples get a blank image
+instruction_pipeline = [
+    dict(type='visionllama_mm.LoadImageOrBlank', size=224),
+    *train_pipeline[1:-1],
+    dict(
+        type='PackInputs',
+        algorithm_keys=['question', 'input', 'gt_answer', 'text_only'],
+        meta_keys=['image_id']),
+]
 train_dataloader = dict(
     batch_size=4,
     num_workers=8,
