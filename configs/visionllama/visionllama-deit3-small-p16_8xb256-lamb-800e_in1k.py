@@ -64,8 +64,7 @@ test_dataloader = val_dataloader
 model = dict(
     backbone=dict(arch='small', img_size=img_size, drop_path_rate=0.05),
     head=dict(
-        in_channels=384,
-        loss=dict(type='CrossEntropyLoss', use_sigmoid=True)))
+        in_channels=384, loss=dict(type='CrossEntropyLoss', use_sigmoid=True)))
 
 # ---------------------------------------------------------------- schedule
 optim_wrapper = dict(
