@@ -236,7 +236,9 @@ def apply_rope(x: Tensor,
     Args:
         x (Tensor): (B, heads, N, d) queries or keys.
         cos (Tensor): (N', d) table shared by the batch, or (B, N', d) per
-            sample. N' = N - ``num_prefix_tokens``.
+            sample, every angle repeated for its pair of channels (as
+            :func:`angles_to_cos_sin` makes them). N' = N -
+            ``num_prefix_tokens``.
         sin (Tensor): Same shape as ``cos``.
         num_prefix_tokens (int): Leading tokens left unrotated (e.g. a class
             token that is not rotated). Defaults to 0.
@@ -256,14 +258,16 @@ def apply_rope(x: Tensor,
             f'not match the {tuple(x.shape[-2:])} tokens to rotate')
     # fp32 at least (fp16/bf16 inputs are upcast, fp64 stays fp64)
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    # rotate_pairs(x) * sin == swap_pairs(x) * (sin * [-1, 1, -1, 1, ...]):
-    # the sign goes on the small table (negated in place of a multiply, so
-    # no sign tensor is made per call), and addcmul fuses the sum, which
-    # halves the passes over the activations (CPU throughput)
-    sin_pairs = sin.unflatten(-1, (-1, 2))
-    sin = torch.stack([-sin_pairs[..., 0], sin_pairs[..., 1]], -1).flatten(-2)
-    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    out = torch.addcmul(xf * cos, swapped, sin).to(x.dtype)
+    # x * cos + rotate_pairs(x) * sin is the complex product
+    # (a + ib)(cos + i sin) of each pair (the tables repeat every angle
+    # twice, see angles_to_cos_sin): one pass over the activations in
+    # forward and backward, no swapped copy (3-9x faster on CPU)
+    if xf.stride(-1) != 1 or any(
+            st % 2 for st in xf.stride()[:-1]) or (xf.storage_offset() % 2):
+        xf = xf.contiguous()  # view_as_complex needs aligned pairs
+    rot = torch.complex(cos[..., ::2], sin[..., ::2])
+    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))
+    out = torch.view_as_real(pairs * rot).flatten(-2).to(x.dtype)
     if prefix is not None:
         out = torch.cat([prefix, out], dim=-2)
     return out
