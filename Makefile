@@ -54,9 +54,9 @@ test-all: env lint
 
 bench: env
 	$(PY) tools/analysis_tools/benchmark_backbone.py --model plain --arch base \
-		--ffn-hidden-rule llama --batch-size 8 --iters 5 --warmup 2
+		--ffn-hidden-rule llama --batch-size 8 --iters 5 --warmup 2 --rounds 2
 	$(PY) tools/analysis_tools/benchmark_backbone.py --model pyramid --arch s \
-		--batch-size 16 --iters 10 --warmup 3
+		--batch-size 16 --iters 8 --warmup 2 --rounds 3
 
 clean-env:
 	rm -rf $(VENV)

@@ -23,6 +23,31 @@ def test_plain_pair_tiny(capsys):
     assert '| ratio (VisionLLaMA / mmpretrain ViT) |' in out
 
 
+def test_rounds_alternate_workers_and_take_the_median(monkeypatch):
+    """Each round runs both workers; throughput = batch / median time."""
+    calls = []
+
+    def fake_worker(argv, which):
+        calls.append(which)
+        slow = 10. if len(calls) == 1 else 1.  # one slow phase, first worker
+        return dict(
+            name=str(which),
+            params=1,
+            gflops=1.,
+            fwd_times=[slow, 1., 1.],
+            train_times=[2., 2., 2.],
+            fwd_mem=float(len(calls)),
+            train_mem=1.)
+
+    monkeypatch.setattr(bench, 'run_worker', fake_worker)
+    results = bench.run_pair([], rounds=2, batch_size=4)
+    assert calls == [0, 1, 0, 1]
+    assert [r['fwd_ips'] for r in results] == [4., 4.]
+    assert [r['train_ips'] for r in results] == [2., 2.]
+    assert [r['fwd_mem'] for r in results] == [3., 4.]  # largest round
+    assert not any(k.endswith('_times') for r in results for k in r)
+
+
 def test_parameter_matched_with_llama_rule():
     """The plain pair is parameter-matched with ffn_hidden_rule='llama'."""
     args = bench.parse_args(['--arch', 'base'])

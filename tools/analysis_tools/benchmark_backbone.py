@@ -17,7 +17,9 @@ training-step throughput (forward, backward and an SGD step) and the peak
 memory of each: ``torch.cuda.max_memory_allocated`` on GPU, the growth of
 the peak resident set size of the worker process on CPU. Every model is
 measured in its own fresh worker process (this script with ``--worker``)
-so that peaks do not mix.
+so that peaks do not mix; ``--rounds`` repeats the pair, alternating the
+two models, and throughput is the batch size over the median iteration
+time of all rounds (robust to a slow phase of a shared machine).
 
 Example::
 
@@ -29,6 +31,7 @@ import json
 import os
 import os.path as osp
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -122,15 +125,18 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device, warmup: int, iters: int) -> float:
+def _timed(fn, device, warmup: int, iters: int) -> List[float]:
+    """Seconds of each of ``iters`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(iters):
+        start = time.perf_counter()
         fn()
-    _sync(device)
-    return time.perf_counter() - start
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def _first(out):
@@ -177,8 +183,7 @@ def measure(args, which: int) -> dict:
         base = torch.cuda.memory_allocated(device)
     else:
         base = _rss_mib()
-    t = _timed(forward, device, args.warmup, args.iters)
-    result['fwd_ips'] = args.batch_size * args.iters / t
+    result['fwd_times'] = _timed(forward, device, args.warmup, args.iters)
     if device.type == 'cuda':
         result['fwd_mem'] = (torch.cuda.max_memory_allocated(device) -
                              base) / 2**20
@@ -198,8 +203,7 @@ def measure(args, which: int) -> dict:
 
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    t = _timed(train_step, device, args.warmup, args.iters)
-    result['train_ips'] = args.batch_size * args.iters / t
+    result['train_times'] = _timed(train_step, device, args.warmup, args.iters)
     if device.type == 'cuda':
         result['train_mem'] = (torch.cuda.max_memory_allocated(device) -
                                base) / 2**20
@@ -208,24 +212,43 @@ def measure(args, which: int) -> dict:
     return result
 
 
-def run_pair(argv: List[str]) -> List[dict]:
-    """Measure both models of the pair, each in a fresh worker process."""
+def run_worker(argv: List[str], which: int) -> dict:
+    """Measure one model of the pair in a fresh worker process."""
+    cmd = [sys.executable, osp.abspath(__file__)
+           ] + list(argv) + ['--worker', str(which)]
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (ROOT, env.get('PYTHONPATH')) if p)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [
+        line for line in proc.stdout.splitlines()
+        if line.startswith(RESULT_TAG)
+    ]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f'benchmark worker {which} failed:\n'
+                           f'{proc.stdout[-2000:]}{proc.stderr[-4000:]}')
+    return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def run_pair(argv: List[str], rounds: int, batch_size: int) -> List[dict]:
+    """Measure both models ``rounds`` times, alternating fresh workers.
+
+    Throughput is the batch size over the median iteration time of all
+    rounds, so a slow phase of a shared machine (which hits one worker, not
+    both) moves the ratio less than a mean over one run would; peak memory
+    is the largest of the rounds.
+    """
+    runs = [[run_worker(argv, which) for which in (0, 1)]
+            for _ in range(rounds)]
     results = []
     for which in (0, 1):
-        cmd = [sys.executable, osp.abspath(__file__)
-               ] + list(argv) + ['--worker', str(which)]
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            p for p in (ROOT, env.get('PYTHONPATH')) if p)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        lines = [
-            line for line in proc.stdout.splitlines()
-            if line.startswith(RESULT_TAG)
-        ]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f'benchmark worker {which} failed:\n'
-                               f'{proc.stdout[-2000:]}{proc.stderr[-4000:]}')
-        results.append(json.loads(lines[-1][len(RESULT_TAG):]))
+        mine = [r[which] for r in runs]
+        result = {k: v for k, v in mine[0].items() if not k.endswith('_times')}
+        for kind in ('fwd', 'train'):
+            times = [t for r in mine for t in r[f'{kind}_times']]
+            result[f'{kind}_ips'] = batch_size / statistics.median(times)
+            result[f'{kind}_mem'] = max(r[f'{kind}_mem'] for r in mine)
+        results.append(result)
     return results
 
 
@@ -233,7 +256,9 @@ def format_table(results: List[dict], args) -> str:
     mem = 'GPU MiB' if args.device.startswith('cuda') else 'RSS MiB'
     lines = [
         f'{args.model}: batch {args.batch_size}, {args.img_size} px, '
-        f'device {args.device}, amp {args.amp}',
+        f'device {args.device}, amp {args.amp}; median of '
+        f'{args.rounds} x {args.iters} iterations, the two models '
+        f'alternating',
         f'| model | params (M) | GFLOPs | fwd img/s | train img/s | fwd peak '
         f'{mem} | train peak {mem} |',
         '|---|---|---|---|---|---|---|',
@@ -285,6 +310,11 @@ def parse_args(argv=None):
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument(
+        '--rounds',
+        type=int,
+        default=1,
+        help='fresh worker pairs, alternating the two models')
+    parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true', help='autocast')
     parser.add_argument(
@@ -304,7 +334,7 @@ def main(argv=None) -> List[dict]:
     if args.worker is not None:
         print(RESULT_TAG + json.dumps(measure(args, args.worker)), flush=True)
         return []
-    results = run_pair(argv)
+    results = run_pair(argv, args.rounds, args.batch_size)
     print(format_table(results, args), flush=True)
     return results
 
