@@ -62,6 +62,7 @@ from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
                                              window_partition,
                                              window_unpartition)
 from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
+from visionllama_mm.layers.layer_scale import scaled_linear
 from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         RotaryEmbedding2D, anchor_scale,
                                         apply_rope)
@@ -157,8 +158,11 @@ class GroupAttention(nn.Module):
         return (f'window_size={self.window_size}, '
                 f'mask_window_padding={self.mask_window_padding}')
 
-    def forward(self, x: Tensor, hw_shape: Tuple[int, int],
-                rope: Tables) -> Tensor:
+    def forward(self,
+                x: Tensor,
+                hw_shape: Tuple[int, int],
+                rope: Tables,
+                out_scale: Optional[Tensor] = None) -> Tensor:
         """Attend inside windows.
 
         Args:
@@ -166,6 +170,8 @@ class GroupAttention(nn.Module):
             hw_shape (tuple[int, int]): (H, W).
             rope (tuple[Tensor, Tensor]): (cos, sin) of the window grid,
                 (ws * ws, head_dim) each.
+            out_scale (Tensor, optional): Per-channel output scale (the
+                block's layer scale), folded into ``proj``.
 
         Returns:
             Tensor: (B, H * W, C).
@@ -189,7 +195,7 @@ class GroupAttention(nn.Module):
             fused=self.fused_attn)  # (B nW, heads, ws^2, d)
         x = x.transpose(1, 2).reshape(-1, ws * ws, C)
         x = window_unpartition(x, ws, padded_hw, hw_shape)
-        return self.proj(x.reshape(B, N, C))
+        return scaled_linear(self.proj, x.reshape(B, N, C), out_scale)
 
 
 class GSAttention(nn.Module):
@@ -234,8 +240,12 @@ class GSAttention(nn.Module):
     def extra_repr(self) -> str:
         return f'sr_ratio={self.sr_ratio}'
 
-    def forward(self, x: Tensor, hw_shape: Tuple[int, int], rope_q: Tables,
-                rope_k: Tables) -> Tensor:
+    def forward(self,
+                x: Tensor,
+                hw_shape: Tuple[int, int],
+                rope_q: Tables,
+                rope_k: Tables,
+                out_scale: Optional[Tensor] = None) -> Tensor:
         """Attend from all tokens to the sub-sampled keys.
 
         Args:
@@ -244,6 +254,8 @@ class GSAttention(nn.Module):
             rope_q (tuple[Tensor, Tensor]): Query tables (H * W, head_dim).
             rope_k (tuple[Tensor, Tensor]): Key tables
                 ((H // s) * (W // s), head_dim).
+            out_scale (Tensor, optional): Per-channel output scale (the
+                block's layer scale), folded into ``proj``.
 
         Returns:
             Tensor: (B, H * W, C).
@@ -263,7 +275,8 @@ class GSAttention(nn.Module):
             v,
             dropout_p=self.attn_drop if self.training else 0.,
             fused=self.fused_attn)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return scaled_linear(self.proj,
+                             x.transpose(1, 2).reshape(B, N, C), out_scale)
 
 
 # ---------------------------------------------------------------------------

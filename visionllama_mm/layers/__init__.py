@@ -3,6 +3,7 @@ from .attention import (RoPEAttention, head_dim_of, scaled_dot_product,
                         use_fused_attn)
 from .blocks import (DropPath, LayerScaleBlock, VisionLLaMABlock,
                      init_linear_norm_timm)
+from .layer_scale import scaled_linear
 from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope,
                    cls_token_coords, gather_tables, grid_coords,
                    gsa_key_coords, rope_frequencies)
@@ -13,5 +14,6 @@ __all__ = [
     'DropPath', 'LayerScaleBlock', 'VisionLLaMABlock', 'init_linear_norm_timm',
     'RotaryEmbedding2D', 'anchor_scale', 'apply_rope', 'cls_token_coords',
     'gather_tables', 'grid_coords', 'gsa_key_coords', 'rope_frequencies',
-    'FFN_HIDDEN_RULES', 'SwiGLU', 'silu_gate', 'swiglu_hidden_dim'
+    'FFN_HIDDEN_RULES', 'SwiGLU', 'silu_gate', 'swiglu_hidden_dim',
+    'scaled_linear'
 ]

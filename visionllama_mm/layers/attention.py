@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .layer_scale import scaled_linear
 from .rope import apply_rope
 
 __all__ = [
@@ -161,7 +162,8 @@ class RoPEAttention(nn.Module):
                 x: Tensor,
                 rope: Optional[Tuple[Tensor, Tensor]] = None,
                 attn_mask: Optional[Tensor] = None,
-                num_prefix_tokens: int = 0) -> Tensor:
+                num_prefix_tokens: int = 0,
+                out_scale: Optional[Tensor] = None) -> Tensor:
         """Attend over ``x`` (B, N, C).
 
         Args:
@@ -171,6 +173,8 @@ class RoPEAttention(nn.Module):
                 (B, N - num_prefix_tokens, d). None: no rotation.
             attn_mask (Tensor, optional): Boolean mask, True = attend.
             num_prefix_tokens (int): Leading tokens left unrotated.
+            out_scale (Tensor, optional): Per-channel scale of the output
+                (a block's layer scale), folded into ``proj``.
 
         Returns:
             Tensor: (B, N, C).
@@ -191,4 +195,4 @@ class RoPEAttention(nn.Module):
             dropout_p=self.attn_drop if self.training else 0.,
             fused=self.fused_attn)
         x = x.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(scaled_linear(self.proj, x, out_scale))

@@ -113,7 +113,9 @@ class LayerScaleBlock(nn.Module):
         num_heads (int): Attention heads (used when ``attn`` is None).
         ffn_hidden (int): SwiGLU hidden width.
         attn (nn.Module, optional): Attention module taking the normalised
-            tokens first; defaults to :class:`RoPEAttention`.
+            tokens first and an ``out_scale`` keyword (the layer scale, see
+            :func:`~visionllama_mm.layers.layer_scale.scaled_linear`);
+            defaults to :class:`RoPEAttention`.
         qkv_bias (bool): Bias of the default attention's qkv. Defaults to
             True.
         mlp_bias (bool): Biases of the SwiGLU. Defaults to False.
@@ -146,17 +148,11 @@ class LayerScaleBlock(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
-    def _residual(self, x: Tensor, gamma: Optional[Tensor],
-                  branch: Tensor) -> Tensor:
-        """``x + DropPath(gamma * branch)``."""
-        if gamma is None:
-            return x + self.drop_path(branch)
-        if not self.training or self.drop_path.drop_prob == 0.:
-            # one fused pass instead of a multiply and an add
-            return torch.addcmul(x, gamma, branch)
-        return x + self.drop_path(gamma * branch)
-
     def forward(self, x: Tensor, **attn_kwargs) -> Tensor:
-        x = self._residual(x, self.gamma_1,
-                           self.attn(self.norm1(x), **attn_kwargs))
-        return self._residual(x, self.gamma_2, self.mlp(self.norm2(x)))
+        # gamma_1 / gamma_2 scale the branches' output projections (folded
+        # into their weights: no scaled copy of the branch is kept for
+        # backward)
+        x = x + self.drop_path(
+            self.attn(self.norm1(x), out_scale=self.gamma_1, **attn_kwargs))
+        return x + self.drop_path(
+            self.mlp(self.norm2(x), out_scale=self.gamma_2))
