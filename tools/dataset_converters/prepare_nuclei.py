@@ -53,15 +53,21 @@ class FetchError(RuntimeError):
     """The stardist wheel could not be downloaded (no network / pip)."""
 
 
+# the release the splits (and the bounds of the slow dense tests) were made
+# with; an unpinned download could change the data under the tests
+STARDIST_SPEC = 'stardist==0.9.2'
+
+
 def fetch_stardist_wheel(cache_dir: Optional[str] = None,
-                         spec: str = 'stardist',
+                         spec: str = STARDIST_SPEC,
                          timeout: int = 120) -> str:
     """Return the path of a cached stardist wheel, downloading it if needed.
 
     Args:
         cache_dir (str, optional): Where wheels are kept. Defaults to
             :func:`default_cache_dir`.
-        spec (str): pip requirement to download. Defaults to 'stardist'.
+        spec (str): pip requirement to download. Defaults to
+            :data:`STARDIST_SPEC`.
         timeout (int): pip network timeout in seconds. Defaults to 120.
 
     Returns:
@@ -69,7 +75,9 @@ def fetch_stardist_wheel(cache_dir: Optional[str] = None,
     """
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(cache_dir, exist_ok=True)
-    wheels = sorted(glob.glob(osp.join(cache_dir, 'stardist-*.whl')))
+    version = spec.split('==')[1] if '==' in spec else '*'
+    pattern = osp.join(cache_dir, f'stardist-{version}-*.whl')
+    wheels = sorted(glob.glob(pattern))
     if wheels:
         return wheels[-1]
     cmd = [
@@ -82,7 +90,7 @@ def fetch_stardist_wheel(cache_dir: Optional[str] = None,
             cmd, capture_output=True, text=True, timeout=timeout * 3)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise FetchError(f'`{" ".join(cmd)}` failed: {e}') from e
-    wheels = sorted(glob.glob(osp.join(cache_dir, 'stardist-*.whl')))
+    wheels = sorted(glob.glob(pattern))
     if proc.returncode != 0 or not wheels:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise FetchError(f'`{" ".join(cmd)}` failed (exit '
