@@ -40,7 +40,7 @@ from visionllama_mm.utils import check_choice
 __all__ = [
     'rope_frequencies', 'grid_coords', 'gsa_key_coords', 'cls_token_coords',
     'anchor_scale', 'coords_to_angles', 'angles_to_cos_sin', 'gather_tables',
-    'apply_rope', 'rotate_pairs', 'RotaryEmbedding2D'
+    'apply_rope', 'RotaryEmbedding2D'
 ]
 
 GSA_KEY_POS = ('official', 'centroid')
@@ -221,12 +221,6 @@ def angles_to_cos_sin(angles: Tensor) -> Tables:
     return angles.cos(), angles.sin()
 
 
-def rotate_pairs(x: Tensor) -> Tensor:
-    """Map each adjacent pair (a, b) to (-b, a)."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-
-
 def apply_rope(x: Tensor,
                cos: Tensor,
                sin: Tensor,
@@ -258,7 +252,7 @@ def apply_rope(x: Tensor,
             f'not match the {tuple(x.shape[-2:])} tokens to rotate')
     # fp32 at least (fp16/bf16 inputs are upcast, fp64 stays fp64)
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    # x * cos + rotate_pairs(x) * sin is the complex product
+    # x * cos + (-b, a) * sin for each pair (a, b) is the complex product
     # (a + ib)(cos + i sin) of each pair (the tables repeat every angle
     # twice, see angles_to_cos_sin): one pass over the activations in
     # forward and backward, no swapped copy (3-9x faster on CPU)
