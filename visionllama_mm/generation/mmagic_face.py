@@ -292,7 +292,6 @@ class DiTLLaMAModel(_GenerativeModel):
         super().__init__(arch, net_cfg, vae, sample_cfg, data_preprocessor,
                          init_cfg)
         self.diffusion_steps = diffusion_steps
-        self.predict_xstart = predict_xstart
         self.diffusion = create_diffusion(
             '',
             learn_sigma=self.net.learn_sigma,
@@ -339,7 +338,7 @@ class DiTLLaMAModel(_GenerativeModel):
             str(num_steps),
             learn_sigma=self.net.learn_sigma,
             diffusion_steps=self.diffusion_steps,
-            predict_xstart=self.predict_xstart)
+            predict_xstart=self.diffusion.predict_xstart)
 
         def solve(fn, noise, g):
             return diffusion.p_sample_loop(
