@@ -88,3 +88,56 @@ def test_invalid_arguments():
         TimmCosineLR(wrapper, t_initial=10, lag=-1)
     with pytest.raises(ValueError, match='t_initial'):
         TimmCosineLR(wrapper, t_initial=0)
+
+
+def test_in_an_mmengine_runner(tmp_path):
+    """Through Runner + ParamSchedulerHook: every iteration of epoch e runs
+    at the official lr of epoch e (constant within the epoch)."""
+    from mmengine.hooks import Hook
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return dict(loss=(self.w - torch.stack(inputs)).pow(2).mean())
+
+    seen = []
+
+    class Record(Hook):
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            seen.append(
+                (runner.epoch, runner.optim_wrapper.param_groups[0]['lr']))
+
+    epochs = 8
+    runner = Runner(
+        model=Toy(),
+        work_dir=str(tmp_path),
+        train_dataloader=dict(
+            dataset=[dict(inputs=torch.ones(1))] * 6,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            batch_size=2,
+            collate_fn=dict(type='pseudo_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=BASE)),
+        param_scheduler=[
+            dict(
+                type='visionllama_mm.TimmCosineLR',
+                t_initial=EPOCHS,
+                warmup_t=WARMUP,
+                warmup_lr_init=WARMUP_LR,
+                lr_min=MIN_LR)
+        ],
+        train_cfg=dict(by_epoch=True, max_epochs=epochs),
+        custom_hooks=[Record()],
+        default_hooks=dict(checkpoint=None, logger=None),
+        default_scope='mmengine')
+    runner.train()
+    want = official_loop_lrs(BASE)
+    assert len(seen) == epochs * 3
+    for epoch, lr in seen:
+        assert lr == pytest.approx(want[epoch], rel=1e-12)
