@@ -1,306 +1,121 @@
 """Compute Parameters and FLOPs of every metafile entry from our models.
 
-For each ``Config`` listed in the metafiles imported by ``model-index.yml``
-the model is built from the config on the meta device (no memory, no
-weights, no checkpoint loading: ``init_weights`` is never called) and
+Each ``Config`` of the metafiles in ``model-index.yml`` is built under
+``torch.device('meta')`` (no memory, no weights, no ``init_weights``).
+``Parameters`` = elements of ``model.parameters()``, frozen ones included,
+buffers excluded (our models lack the official, never-added ``pos_embed``).
+``FLOPs`` = multiply-accumulates of one forward pass at batch 1 and the
+test input size: ``torch.utils.flop_counter.FlopCounterMode`` FLOPs on meta
+tensors, halved (one multiply-add is one "FLOP", as in fvcore / mmengine).
+It counts matrix products, convolutions and SDPA (which mmengine's
+``get_model_complexity_info`` skips, hence not used), not element-wise ops.
 
-* ``Parameters`` = the number of elements of ``model.parameters()``: every
-  parameter of the built model, trainable or frozen (a linear probe counts
-  its frozen backbone), buffers excluded. Our models do not create the
-  official, never-added ``pos_embed`` (spec-visionllama.md §3.6, §6.2), so
-  the plain counts are the spec's "encoder parameters" convention plus the
-  heads; DiT/SiT counts are the spec's minus that ``pos_embed``.
-* ``FLOPs`` = multiply-accumulates of one forward pass at batch 1 and the
-  recipe's test input size, counted with
-  ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors and halved:
-  like fvcore and mmengine's ``get_model_complexity_info`` one
-  multiply-add is one "FLOP". Only matrix products and convolutions
-  (``mm``, ``addmm``, ``bmm``, ``baddbmm``, SDPA, ``convolution``) are
-  counted; element-wise ops and norms are not. Attention products are
-  counted (fvcore/mmengine skip ``scaled_dot_product_attention``).
+The forward pass: a classifier runs ``model(x, mode='tensor')`` at the test
+``CenterCrop`` (else the backbone ``img_size``, else 224); MAE runs
+``extract_feat`` on the full, unmasked image at ``img_size``; a segmentor
+``_forward`` (no auxiliary head) at the crop size; a detector its backbone,
+neck and RPN head at the padded test size (RoI heads need NMS, which meta
+tensors cannot run); DiT/SiT one ``net(x, t, y)`` on the latent (no CFG
+doubling, no VAE). LLaMA-Adapter V2 gets no FLOPs (they depend on prompt
+and answer lengths) and is built with the LLaMA-7B and CLIP-L/14 shapes
+instead of the files its config names; ``Adapter Parameters`` counts the
+adapter file's tensors.
 
-What one forward pass is, per kind of model:
+Only these lines of the metafiles are rewritten (comments and layout stay).
+Nothing is cached: counting every config takes minutes on a CPU. Usage::
 
-========================  ==================================================
-classifier (mmpretrain)   ``model(x, mode='tensor')`` at the test crop
-                          (``CenterCrop`` of the test pipeline, else the
-                          backbone ``img_size``, else 224)
-self-supervised (MAE)     ``model.extract_feat(x)``: the encoder on the
-                          full, unmasked image at the backbone ``img_size``
-                          (mmpretrain's convention)
-segmentor (mmseg)         ``model._forward(x)``: backbone + neck + decode
-                          head at the crop size; the auxiliary head (training
-                          only) is not run
-detector (mmdet)          backbone + neck + RPN head convolutions at the
-                          padded test size (the RoI heads need proposals,
-                          i.e. NMS, which does not run on meta tensors)
-DiT-/SiT-LLaMA (mmagic)   one network evaluation ``net(x, t, y)`` on the
-                          latent (no CFG doubling); the frozen VAE is not
-                          part of the model
-LLaMA-Adapter V2          FLOPs are not computed (a 7B decoder; they depend
-                          on prompt and answer lengths). ``Parameters``
-                          counts LLaMA-7B + CLIP-L/14 + the adapter, built
-                          with the LLaMA-7B / CLIP-L/14 shapes instead of
-                          the files the config points to; ``Adapter
-                          Parameters`` counts the adapter file's tensors
-========================  ==================================================
-
-The tool rewrites only the ``Parameters`` / ``FLOPs`` (and ``Adapter
-Parameters``) lines of the metafiles, so comments and layout stay.
-
-Building and counting every config takes minutes, so the results are cached
-in ``tools/misc/metafile_stats_cache.json`` (committed) under a fingerprint
-of: the config file and its ``_base_`` files, the source files of the
-visionllama_mm modules the model uses, the versions of torch and the
-OpenMMLab libraries, and this tool's counting version. An entry is
-recomputed when its fingerprint changes.
-
-Usage::
-
-    python tools/misc/update_metafiles.py            # update in place
-    python tools/misc/update_metafiles.py --check    # exit 1 + diff if stale
-    python tools/misc/update_metafiles.py --no-cache configs/x/metafile.yml
+    python tools/misc/update_metafiles.py             # update in place
+    python tools/misc/update_metafiles.py --check     # exit 1 + diff if stale
+    python tools/misc/update_metafiles.py configs/x/metafile.yml
 """
 import argparse
-import ast
-import contextlib
 import copy
 import difflib
-import hashlib
-import json
 import os.path as osp
 import re
 import sys
-from importlib import metadata as importlib_metadata
+from functools import partial
 from typing import Dict, List, Optional, Tuple
+
+import torch
+import yaml
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_INDEX = osp.join(ROOT, 'model-index.yml')
-DEFAULT_CACHE = osp.join(ROOT, 'tools', 'misc', 'metafile_stats_cache.json')
-
-#: Bump when the counting convention changes (invalidates the cache).
-COUNTING_VERSION = 1
-#: Libraries whose code takes part in the counts.
-LIBRARIES = ('torch', 'mmengine', 'mmpretrain', 'mmsegmentation', 'mmdet',
-             'mmagic', 'transformers')
-
-#: visionllama_mm modules left out of the fingerprints.
-NOT_NUMERIC = ('visionllama_mm.registry', 'visionllama_mm.version',
-               'visionllama_mm.zoo')
-
-#: Vocabulary of the LLaMA-7B tokenizer: the LLaMA-Adapter V2 configs load
-#: LLaMA-7B and CLIP ViT-L/14 from files (spec-llama-adapter-v2.md §2.1);
-#: ``_merged_model_cfg`` builds the same shapes without them.
+#: Vocabulary of the LLaMA-7B tokenizer (the adapter configs load it).
 LLAMA_7B_VOCAB = 32000
-
-
-# --------------------------------------------------------------- metafiles
-def metafile_paths(index_path: str) -> List[str]:
-    """The metafiles imported by a model index, absolute paths."""
-    import yaml
-    with open(index_path) as f:
-        index = yaml.safe_load(f) or {}
-    root = osp.dirname(osp.abspath(index_path))
-    return [osp.join(root, p) for p in index.get('Import', [])]
+_FIELDS = (('Parameters', 'parameters'), ('FLOPs', 'flops'),
+           ('Adapter Parameters', 'adapter_parameters'))
 
 
 def load_yaml(path: str) -> dict:
-    import yaml
     with open(path) as f:
         return yaml.safe_load(f) or {}
 
 
-# -------------------------------------------------------------- fingerprint
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def metafile_paths(index_path: str) -> List[str]:
+    """The metafiles imported by a model index, absolute paths."""
+    root = osp.dirname(osp.abspath(index_path))
+    return [osp.join(root, p) for p in load_yaml(index_path).get('Import', [])]
 
 
-def _file_sha(path: str) -> Optional[str]:
-    try:
-        with open(path, 'rb') as f:
-            return _sha(f.read())
-    except OSError:
-        return None
-
-
-def _base_entries(path: str) -> List[str]:
-    """The ``_base_`` entries of a python config, read statically."""
-    with open(path) as f:
-        tree = ast.parse(f.read(), filename=path)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == '_base_'
-                for t in node.targets):
-            value = ast.literal_eval(node.value)
-            return [value] if isinstance(value, str) else list(value)
-    return []
-
-
-def _library_version(name: str) -> str:
-    try:
-        return importlib_metadata.version(name)
-    except importlib_metadata.PackageNotFoundError:
-        return 'absent'
-
-
-def config_files(config: str) -> Dict[str, str]:
-    """The config and its local ``_base_`` chain: {relative path: sha}.
-
-    Bases from a package (``mmseg::...``) are keyed by the package's
-    version instead of their content.
-    """
-    files = {}
-    todo = [osp.abspath(config)]
-    while todo:
-        path = todo.pop()
-        key = osp.relpath(path, ROOT)
-        if key in files:
-            continue
-        files[key] = _file_sha(path)
-        if files[key] is None:
-            continue
-        for base in _base_entries(path):
-            if '::' in base:
-                pkg = base.split('::')[0]
-                dist = {'mmseg': 'mmsegmentation'}.get(pkg, pkg)
-                files[base] = _library_version(dist)
-            else:
-                todo.append(osp.normpath(osp.join(osp.dirname(path), base)))
-    return files
-
-
-def dependency_hashes(deps: List[str]) -> Dict[str, Optional[str]]:
-    """Current hashes of the recorded package source files."""
-    return {d: _file_sha(osp.join(ROOT, d)) for d in deps}
-
-
-def fingerprint(config: str, deps: List[str]) -> str:
-    """Key of a cache entry (see the module docstring)."""
-    payload = dict(
-        counting=COUNTING_VERSION,
-        config=config_files(config),
-        deps=dependency_hashes(deps),
-        libs={name: _library_version(name)
-              for name in LIBRARIES})
-    return _sha(json.dumps(payload, sort_keys=True).encode())
-
-
-def package_dependencies(model) -> List[str]:
-    """visionllama_mm source files a built model depends on.
-
-    The modules of the model's classes, closed over the visionllama_mm
-    modules (and the modules of the objects) their globals refer to.
-    """
-    import inspect
-    import types
-    seen = set()
-    todo = {type(m).__module__ for m in model.modules()}
-    files = set()
-    while todo:
-        name = todo.pop()
-        if name in seen or not name.startswith('visionllama_mm'):
-            continue
-        seen.add(name)
-        module = sys.modules.get(name)
-        path = getattr(module, '__file__', None)
-        # Registries and package __init__ files only wire things up: they
-        # do not change the numbers (and every branch touches them).
-        if not path or name in NOT_NUMERIC or \
-                osp.basename(path) == '__init__.py':
-            continue
-        files.add(osp.relpath(osp.realpath(path), ROOT))
-        for value in vars(module).values():
-            if isinstance(value, types.ModuleType):
-                todo.add(value.__name__)
-            elif inspect.isclass(value) or inspect.isfunction(value):
-                todo.add(getattr(value, '__module__', '') or '')
-    return sorted(files)
-
-
-# ----------------------------------------------------------------- building
-def _class_names(obj) -> List[str]:
-    return [c.__name__ for c in type(obj).__mro__]
-
-
-def _find_transform(pipeline, names) -> Optional[dict]:
-    for step in pipeline or []:
-        step_type = str(step.get('type', '')).split('.')[-1]
-        if step_type in names:
-            return step
-    return None
-
-
-def _test_pipeline(cfg) -> list:
-    for key in ('test_dataloader', 'val_dataloader'):
-        loader = cfg.get(key)
-        if not loader:
-            continue
-        dataset = loader.get('dataset', {})
-        while 'pipeline' not in dataset and 'dataset' in dataset:
-            dataset = dataset['dataset']
-        if dataset.get('pipeline'):
-            return dataset['pipeline']
-    return cfg.get('test_pipeline') or []
-
-
+# ------------------------------------------------------------- input sizes
 def _pair(value) -> Tuple[int, int]:
     if isinstance(value, (list, tuple)):
         return int(value[0]), int(value[-1])
     return int(value), int(value)
 
 
+def _transform(cfg, names) -> Optional[dict]:
+    """The first step named in ``names`` of the test (or val) pipeline."""
+    pipeline = cfg.get('test_pipeline') or []
+    for key in ('test_dataloader', 'val_dataloader'):
+        dataset = (cfg.get(key) or {}).get('dataset', {})
+        while 'pipeline' not in dataset and 'dataset' in dataset:
+            dataset = dataset['dataset']
+        if dataset.get('pipeline'):
+            pipeline = dataset['pipeline']
+            break
+    return next((step for step in pipeline
+                 if str(step.get('type', '')).split('.')[-1] in names), None)
+
+
 def classifier_size(cfg) -> Tuple[int, int]:
-    """(H, W) a classifier is tested at."""
-    crop = _find_transform(_test_pipeline(cfg), ('CenterCrop', ))
-    if crop is not None:
-        h, w = _pair(crop['crop_size'])
-        return h, w
-    img_size = cfg.model.get('backbone', {}).get('img_size')
-    if img_size is not None:
-        return _pair(img_size)
-    return 224, 224
+    crop = _transform(cfg, ('CenterCrop', ))
+    return _pair(crop['crop_size'] if crop else cfg.model.get('backbone', {}).
+                 get('img_size', 224))
 
 
 def segmentor_size(cfg) -> Tuple[int, int]:
-    """(H, W) of a segmentor's crop."""
-    for size in (cfg.get('crop_size'), cfg.model.get('data_preprocessor',
-                                                     {}).get('size'),
-                 cfg.model.get('test_cfg', {}).get('crop_size')):
-        if size is not None:
-            return _pair(size)
-    return 512, 512
+    sizes = (cfg.get('crop_size'), cfg.model.get('data_preprocessor',
+                                                 {}).get('size'),
+             cfg.model.get('test_cfg', {}).get('crop_size'), 512)
+    return _pair(next(size for size in sizes if size is not None))
 
 
 def detector_size(cfg) -> Tuple[int, int]:
-    """(H, W) of a detector's padded test input.
-
-    A ``Pad`` to a fixed size wins; otherwise the ``Resize`` scale (long,
-    short) kept in ratio gives short x long, padded to the preprocessor's
-    ``pad_size_divisor``.
-    """
-    pipeline = _test_pipeline(cfg)
-    pad = _find_transform(pipeline, ('Pad', ))
-    if pad is not None and pad.get('size') is not None:
-        w, h = _pair(pad['size'])
-        return h, w
-    resize = _find_transform(pipeline, ('Resize', 'RandomResize'))
-    scale = (1333, 800) if resize is None else resize.get('scale')
-    long_side, short_side = max(scale), min(scale)
+    """A fixed ``Pad`` size, else the ``Resize`` scale (long, short) as
+    short x long, padded to the preprocessor's ``pad_size_divisor``."""
+    pad = _transform(cfg, ('Pad', )) or {}
+    if pad.get('size') is not None:
+        return _pair(pad['size'])[::-1]
+    resize = _transform(cfg, ('Resize', 'RandomResize'))
+    scale = resize.get('scale') if resize else (1333, 800)
     div = cfg.model.get('data_preprocessor', {}).get('pad_size_divisor', 1)
-
-    def up(v):
-        return -(-v // div) * div
-
-    return up(short_side), up(long_side)
+    return tuple(-(-v // div) * div for v in (min(scale), max(scale)))
 
 
-def _merged_model_cfg(cfg):
+# --------------------------------------------------------------- counting
+def build_on_meta(cfg):
+    """Build ``cfg.model`` under ``torch.device('meta')`` in its scope."""
+    from mmengine.registry import MODELS, DefaultScope
+
+    import visionllama_mm.registry  # noqa: F401  (our child registries)
     model_cfg = copy.deepcopy(cfg.model)
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     if str(model_cfg.get('type', '')).endswith('LLaMAAdapterV2'):
-        # The config points at local LLaMA / CLIP / tokenizer files: build
-        # the same shapes without them.
+        # the config names local LLaMA / CLIP / tokenizer files: same shapes
         from visionllama_mm.multimodal.llama_adapter_v2.llm import \
             LLAMA_7B_PARAMS
         from visionllama_mm.multimodal.llama_adapter_v2.visual import \
@@ -310,396 +125,161 @@ def _merged_model_cfg(cfg):
         model_cfg['vision_encoder'] = dict(
             type='hf', config=dict(CLIP_VIT_L14_CONFIG))
         model_cfg['tokenizer'] = None
-    return model_cfg
-
-
-@contextlib.contextmanager
-def _parameters_to_meta():
-    """Move every parameter to the meta device as it is registered.
-
-    For constructors that compute with tensors (e.g. a diffusion schedule
-    checked with ``.item()``) and so cannot run under
-    ``torch.device('meta')``: each parameter is created on the CPU and
-    replaced by a meta copy at once, so at most one real parameter exists.
-    """
-    from torch import nn
-    register = nn.Module.register_parameter
-
-    def register_on_meta(module, name, param):
-        if param is not None and param.device.type != 'meta':
-            param = nn.Parameter(
-                param.detach().to('meta'), requires_grad=param.requires_grad)
-        register(module, name, param)
-
-    nn.Module.register_parameter = register_on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
-def build_on_meta(cfg):
-    """Build ``cfg.model`` on the meta device in the config's scope.
-
-    ``torch.device('meta')`` first; a constructor that needs real tensors
-    is built with :func:`_parameters_to_meta` instead and then moved to
-    meta.
-    """
-    import torch
-    from mmengine.registry import MODELS, DefaultScope
-
-    import visionllama_mm.registry  # noqa: F401  (our child registries)
     scope = cfg.get('default_scope', 'mmengine')
-    with DefaultScope.overwrite_default_scope(scope):
-        try:
-            with torch.device('meta'):
-                model = MODELS.build(_merged_model_cfg(cfg))
-        except (RuntimeError, NotImplementedError) as err:
-            if 'meta' not in str(err):
-                raise
-            with _parameters_to_meta():
-                model = MODELS.build(_merged_model_cfg(cfg))
-            model.to('meta')
-    return model.eval()
-
-
-@contextlib.contextmanager
-def _meta_safe_autocast():
-    """``torch.autocast('meta', ...)`` as a no-op while counting.
-
-    Code that disables autocast around fp32 work (the RoPE tables) calls
-    ``torch.autocast(x.device.type, enabled=False)``, which torch rejects
-    for the meta device; on meta tensors there is nothing to cast anyway.
-    """
-    import torch
-    autocast = torch.autocast
-
-    def safe(device_type, *args, **kwargs):
-        if device_type == 'meta':
-            return contextlib.nullcontext()
-        return autocast(device_type, *args, **kwargs)
-
-    torch.autocast = safe
-    try:
-        yield
-    finally:
-        torch.autocast = autocast
+    with DefaultScope.overwrite_default_scope(scope), torch.device('meta'):
+        return MODELS.build(model_cfg).eval()
 
 
 def count_macs(fn) -> int:
     """Multiply-accumulates of ``fn()`` (FlopCounterMode FLOPs / 2)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
-    with torch.no_grad(), _meta_safe_autocast(), \
-            FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops()) // 2
 
 
 def profile_model(model, cfg) -> dict:
-    """Parameters, FLOPs and the forward pass used, for a built model."""
-    import torch
-
-    def meta(*shape):
-        return torch.empty(*shape, device='meta')
-
-    names = _class_names(model)
+    """{'parameters', 'flops'[, 'adapter_parameters']} of a built model."""
+    names = {c.__name__ for c in type(model).__mro__}
     stats = dict(parameters=sum(p.numel() for p in model.parameters()))
-    # No autograd: FlopCounterMode's module tracker would hook tensors that
-    # require grad.
+    # no autograd: FlopCounterMode's module tracker would hook the tensors
     model.requires_grad_(False)
     if 'LLaMAAdapterV2' in names:
-        stats['adapter_parameters'] = sum(v.numel()
-                                          for v in model.state_dict().values())
-        stats.update(flops=None, forward='not computed (7B decoder)')
-    elif 'ImageClassifier' in names:
-        h, w = classifier_size(cfg)
-        stats['flops'] = count_macs(
-            lambda: model(meta(1, 3, h, w), mode='tensor'))
-        stats['forward'] = f'classifier 1x3x{h}x{w}'
-    elif 'BaseSelfSupervisor' in names:
-        h, w = _pair(cfg.model.backbone.get('img_size', 224))
-        stats['flops'] = count_macs(
-            lambda: model.extract_feat(meta(1, 3, h, w)))
-        stats['forward'] = f'encoder (no mask) 1x3x{h}x{w}'
-    elif 'EncoderDecoder' in names:
-        h, w = segmentor_size(cfg)
-        stats['flops'] = count_macs(lambda: model._forward(meta(1, 3, h, w)))
-        stats['forward'] = f'backbone+neck+decode head 1x3x{h}x{w}'
-    elif 'BaseDetector' in names:
-        h, w = detector_size(cfg)
+        return dict(
+            stats,
+            flops=None,
+            adapter_parameters=sum(v.numel()
+                                   for v in model.state_dict().values()))
 
-        def det_forward():
-            feats = model.extract_feat(meta(1, 3, h, w))
+    def img(hw, channels=3):
+        return torch.empty(1, channels, *hw, device='meta')
+
+    if 'ImageClassifier' in names:
+        run = partial(model, img(classifier_size(cfg)), mode='tensor')
+    elif 'BaseSelfSupervisor' in names:
+        hw = _pair(cfg.model.backbone.get('img_size', 224))
+        run = partial(model.extract_feat, img(hw))
+    elif 'EncoderDecoder' in names:
+        run = partial(model._forward, img(segmentor_size(cfg)))
+    elif 'BaseDetector' in names:
+
+        def run(x=img(detector_size(cfg))):
+            feats = model.extract_feat(x)
             if getattr(model, 'with_rpn', False):
                 model.rpn_head(feats)
-
-        stats['flops'] = count_macs(det_forward)
-        stats['forward'] = f'backbone+neck+RPN head 1x3x{h}x{w}'
-    elif hasattr(model, 'net') and hasattr(model.net, 'input_size'):
-        net = model.net
-        s, c = net.input_size, net.in_channels
-        stats['flops'] = count_macs(lambda: net(
-            meta(1, c, s, s), torch.zeros(1, device='meta'),
-            torch.zeros(1, dtype=torch.long, device='meta')))
-        stats['forward'] = f'one network evaluation 1x{c}x{s}x{s}'
+    elif hasattr(getattr(model, 'net', None), 'input_size'):
+        net, t = model.net, torch.zeros(1, device='meta')
+        s = net.input_size
+        run = partial(net, img((s, s), net.in_channels), t, t.long())
     else:
-        raise ValueError(f'do not know how to count FLOPs of {names[0]}; '
-                         'teach tools/misc/update_metafiles.py')
-    return stats
+        raise ValueError(f'do not know how to count FLOPs of '
+                         f'{type(model).__name__}; teach '
+                         'tools/misc/update_metafiles.py')
+    return dict(stats, flops=count_macs(run))
 
 
 def compute_stats(config: str) -> dict:
     """Build the model of ``config`` on meta and count it."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
-    model = build_on_meta(cfg)
-    stats = profile_model(model, cfg)
-    stats['deps'] = package_dependencies(model)
-    return stats
+    return profile_model(build_on_meta(cfg), cfg)
 
 
-# -------------------------------------------------------------------- cache
-class StatsCache:
-    """Fingerprinted results, one entry per config (relative path)."""
-
-    def __init__(self, path: Optional[str]) -> None:
-        self.path = path
-        self.entries = {}
-        if path and osp.isfile(path):
-            with open(path) as f:
-                self.entries = json.load(f).get('entries', {})
-        self.dirty = False
-
-    def get(self, config: str) -> Optional[dict]:
-        key = osp.relpath(osp.abspath(config), ROOT)
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        if entry.get('fingerprint') != fingerprint(config, entry['deps']):
-            return None
-        return entry
-
-    def put(self, config: str, stats: dict) -> dict:
-        key = osp.relpath(osp.abspath(config), ROOT)
-        entry = dict(stats)
-        entry['fingerprint'] = fingerprint(config, stats['deps'])
-        self.entries[key] = entry
-        self.dirty = True
-        return entry
-
-    def prune(self, keep) -> None:
-        keep = {osp.relpath(osp.abspath(c), ROOT) for c in keep}
-        for key in list(self.entries):
-            if key not in keep:
-                del self.entries[key]
-                self.dirty = True
-
-    def save(self) -> None:
-        if not self.path or not self.dirty:
-            return
-        with open(self.path, 'w') as f:
-            json.dump(
-                dict(
-                    note='written by tools/misc/update_metafiles.py',
-                    entries=dict(sorted(self.entries.items()))),
-                f,
-                indent=1,
-                sort_keys=True)
-            f.write('\n')
-
-
-def stats_for(config: str, cache: StatsCache, log=print) -> dict:
-    entry = cache.get(config)
-    if entry is None:
-        log(f'computing {osp.relpath(config, ROOT)} ...')
-        entry = cache.put(config, compute_stats(config))
-    return entry
-
-
-# ------------------------------------------------------------ text updating
-_FIELDS = (('Parameters', 'parameters'), ('FLOPs', 'flops'),
-           ('Adapter Parameters', 'adapter_parameters'))
-
-
-def _yaml_scalar(value) -> str:
-    return 'null' if value is None else str(value)
-
-
+# ----------------------------------------------------------- text updating
 def render_metafile(text: str, values: Dict[str, dict]) -> str:
-    """Set the computed fields of every model in a metafile's text.
+    """Set the counted fields of the named models in a metafile's text.
 
-    Args:
-        text (str): The metafile.
-        values (dict): Model name -> {'parameters': int, 'flops': int |
-            None, 'adapter_parameters': int (optional)}.
-
-    Returns:
-        str: The new text; lines other than those fields are kept.
+    ``values`` maps a model name to {'parameters', 'flops' (may be None),
+    'adapter_parameters' (optional)}. A field already in the model's
+    ``Metadata`` is replaced in place, a missing one is inserted right after
+    ``Metadata:``; every other line is kept.
     """
-    lines = text.splitlines(keepends=True)
-    out = []
-    name = None
-    in_models = False
-    i = 0
+    lines, out = text.splitlines(keepends=True), []
+    name, in_models, i = None, False, 0
     while i < len(lines):
         line = lines[i]
-        if re.match(r'^Models:\s*$', line):
-            in_models = True
-        elif re.match(r'^\S', line):
-            in_models = False
-        m = re.match(r'^(\s*)- Name:\s*(.+?)\s*$', line)
-        if in_models and m:
-            name = m.group(2).strip('\'"')
-        meta = re.match(r'^(\s+)Metadata:\s*$', line)
-        if in_models and meta and name in values:
-            # Rewrite this model's Metadata block.
-            out.append(line)
-            indent = None
-            block = []
-            j = i + 1
-            while j < len(lines):
-                nxt = lines[j]
-                if nxt.strip() == '' or nxt.lstrip().startswith('#'):
-                    block.append(nxt)
-                    j += 1
-                    continue
-                cur = len(nxt) - len(nxt.lstrip())
-                if cur <= len(meta.group(1)):
-                    break
-                indent = cur if indent is None else indent
-                block.append(nxt)
-                j += 1
-            indent = ' ' * (indent or len(meta.group(1)) + 2)
-            wanted = {
-                field: values[name][key]
-                for field, key in _FIELDS if key in values[name]
-            }
-            done = set()
-            for b in block:
-                fm = re.match(r'^(\s*)([A-Za-z ]+):\s*(.*)$', b)
-                if fm and fm.group(1) == indent and fm.group(2) in wanted:
-                    field = fm.group(2)
-                    out.append(
-                        f'{indent}{field}: {_yaml_scalar(wanted[field])}\n')
-                    done.add(field)
-                else:
-                    out.append(b)
-            missing = [f for f in wanted if f not in done]
-            # insert missing fields right after "Metadata:"
-            if missing:
-                pos = len(out) - len(block)
-                for field in reversed(missing):
-                    out.insert(
-                        pos,
-                        f'{indent}{field}: {_yaml_scalar(wanted[field])}\n')
-            i = j
-            continue
         out.append(line)
         i += 1
+        if re.match(r'^\S', line):
+            in_models = re.match(r'^Models:\s*$', line) is not None
+        m = re.match(r'^\s*- Name:\s*(.+?)\s*$', line)
+        if in_models and m:
+            name = m.group(1).strip('\'"')
+        meta = re.match(r'^(\s+)Metadata:\s*$', line)
+        if not (in_models and meta and name in values):
+            continue
+        indent, start = None, len(out)
+        while i < len(lines):  # the Metadata block
+            cur = lines[i]
+            depth = len(cur) - len(cur.lstrip())
+            if cur.strip() and not cur.lstrip().startswith('#'):
+                if depth <= len(meta.group(1)):
+                    break
+                indent = depth if indent is None else indent
+            out.append(cur)
+            i += 1
+        indent = ' ' * (indent or len(meta.group(1)) + 2)
+        row = values[name]
+        wanted = {
+            f: 'null' if row[k] is None else row[k]
+            for f, k in _FIELDS if k in row
+        }
+        for j in range(start, len(out)):
+            fm = re.match(r'^(\s*)([A-Za-z ]+):', out[j])
+            if fm and fm.group(1) == indent and fm.group(2) in wanted:
+                out[j] = f'{indent}{fm.group(2)}: {wanted.pop(fm.group(2))}\n'
+        out[start:start] = [f'{indent}{f}: {v}\n' for f, v in wanted.items()]
     return ''.join(out)
 
 
-def update_metafile(path: str,
-                    cache: StatsCache,
-                    root: str = ROOT,
-                    log=print) -> str:
-    """New text of one metafile (not written).
-
-    Args:
-        path (str): The metafile.
-        cache (StatsCache): Results cache.
-        root (str): The folder ``Config`` paths are relative to (that of
-            ``model-index.yml``). Defaults to the repository root.
-        log (callable): Progress messages.
-    """
-    data = load_yaml(path)
+def update_metafile(path: str, root: str = ROOT, log=print):
+    """(old, new) text of a metafile (not written); configs under root."""
     values = {}
-    for model in data.get('Models') or []:
-        config = model.get('Config')
-        if not config:
+    for model in load_yaml(path).get('Models') or []:
+        if not model.get('Config'):
             continue
-        config = osp.join(root, config)
+        config = osp.join(root, model['Config'])
         if not osp.isfile(config):
             raise FileNotFoundError(f'{path}: model {model["Name"]} names a '
                                     f'config that does not exist: {config}')
-        entry = stats_for(config, cache, log)
-        values[model['Name']] = {k: entry[k] for _, k in _FIELDS if k in entry}
+        log(f'counting {model["Config"]} ...')
+        values[model['Name']] = compute_stats(config)
     with open(path) as f:
-        text = f.read()
-    return render_metafile(text, values)
+        old = f.read()
+    return old, render_metafile(old, values)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description='Compute Parameters / FLOPs of the metafile entries '
-        'from the models (see the module docstring).')
-    parser.add_argument(
-        'metafiles',
-        nargs='*',
-        help='metafiles to process (default: all in the model index)')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('metafiles', nargs='*', help='default: all indexed')
     parser.add_argument('--model-index', default=DEFAULT_INDEX)
     parser.add_argument(
-        '--check',
-        action='store_true',
-        help='do not write; exit 1 with a diff when a metafile is stale')
-    parser.add_argument('--cache', default=DEFAULT_CACHE)
-    parser.add_argument(
-        '--no-cache', action='store_true', help='recompute everything')
-    parser.add_argument(
-        '--quiet', action='store_true', help='only report problems')
+        '--check', action='store_true', help='exit 1 + diff if stale')
+    parser.add_argument('--quiet', action='store_true')
     args = parser.parse_args(argv)
-
-    def log(msg):
-        if not args.quiet:
-            print(msg, file=sys.stderr)
-
-    cache = StatsCache(None if args.no_cache else args.cache)
-    if args.no_cache:
-        cache.path = args.cache  # recompute, then store
+    log = (lambda msg: None) if args.quiet else partial(print, file=sys.stderr)
     root = osp.dirname(osp.abspath(args.model_index))
-    paths = [osp.abspath(p) for p in args.metafiles] or \
-        metafile_paths(args.model_index)
     stale = []
-    for path in paths:
-        new = update_metafile(path, cache, root, log)
-        with open(path) as f:
-            old = f.read()
-        if new == old:
-            continue
-        rel = osp.relpath(path, ROOT)
-        if args.check:
+    for path in [osp.abspath(p) for p in args.metafiles] or \
+            metafile_paths(args.model_index):
+        old, new = update_metafile(path, root, log)
+        rel = osp.relpath(path, root)
+        if new != old and args.check:
             stale.append(rel)
             sys.stdout.writelines(
                 difflib.unified_diff(
-                    old.splitlines(keepends=True),
-                    new.splitlines(keepends=True), f'a/{rel}', f'b/{rel}'))
-        else:
+                    old.splitlines(True), new.splitlines(True), f'a/{rel}',
+                    f'b/{rel}'))
+        elif new != old:
             with open(path, 'w') as f:
                 f.write(new)
             log(f'updated {rel}')
-    if args.check:
-        if cache.dirty:
-            log('note: the stats cache was stale for some configs; '
-                '`python tools/misc/update_metafiles.py` refreshes it')
-    elif not args.metafiles:
-        configs = []
-        for path in paths:
-            configs += [
-                osp.join(root, m['Config'])
-                for m in load_yaml(path).get('Models') or [] if m.get('Config')
-            ]
-        cache.prune(configs)
-    if not args.check:
-        cache.save()
     if stale:
         print(
-            '\nstale metafiles: ' + ', '.join(stale) +
-            '\nrun `python tools/misc/update_metafiles.py` and commit the '
-            'result',
+            f'stale metafiles: {", ".join(stale)}; run `python '
+            'tools/misc/update_metafiles.py` and commit the result',
             file=sys.stderr)
-        return 1
-    return 0
+    return int(bool(stale))
 
 
 if __name__ == '__main__':

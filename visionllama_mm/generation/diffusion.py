@@ -48,7 +48,11 @@ def linear_beta_schedule(num_steps: int = 1000) -> Tensor:
     """DDPM linear betas, ``linspace(1e-4, 0.02) * 1000 / num_steps``."""
     scale = 1000. / num_steps
     return torch.linspace(
-        scale * 1e-4, scale * 0.02, num_steps, dtype=torch.float64)
+        scale * 1e-4,
+        scale * 0.02,
+        num_steps,
+        dtype=torch.float64,
+        device='cpu')
 
 
 def space_timesteps(num_timesteps: int,
@@ -160,7 +164,9 @@ class GaussianDiffusion:
                  var_type: str = 'learned_range',
                  predict_xstart: bool = False) -> None:
         check_choice('var_type', var_type, VAR_TYPES)
-        betas = torch.as_tensor(betas, dtype=torch.float64)
+        # CPU tables (moved to the input's device on use): real numbers even
+        # when the model is built under torch.device('meta')
+        betas = torch.as_tensor(betas, dtype=torch.float64, device='cpu')
         if betas.dim() != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError('betas must be a 1-D tensor in (0, 1]')
         self.var_type = var_type
@@ -168,8 +174,9 @@ class GaussianDiffusion:
         self.betas = betas
         self.num_timesteps = len(betas)
         self.timestep_map = torch.as_tensor(
-            list(range(self.num_timesteps)) if timestep_map is
-            None else list(timestep_map))
+            list(range(self.num_timesteps))
+            if timestep_map is None else list(timestep_map),
+            device='cpu')
 
         alphas = 1. - betas
         self.alphas_cumprod = torch.cumprod(alphas, dim=0)

@@ -32,6 +32,7 @@ autocast disabled, the rotation in fp32 (fp64 inputs stay fp64), and
 everything is out of place. :class:`RotaryEmbedding2D` keeps a small,
 bounded LRU cache of tables in eager mode.
 """
+import contextlib
 from collections import OrderedDict
 from typing import Optional, Tuple, Union
 
@@ -368,7 +369,9 @@ class RotaryEmbedding2D(nn.Module):
 
     def tables(self, coords: Tensor) -> Tables:
         """Uncached (cos, sin) tables of shape (..., head_dim) for coords."""
-        with torch.autocast(coords.device.type, enabled=False):
+        with (torch.autocast(coords.device.type, enabled=False)
+              if torch.amp.is_autocast_available(coords.device.type) else
+              contextlib.nullcontext()):  # meta: nothing to cast
             freqs = rope_frequencies(self.head_dim, self.base, coords.device)
             return angles_to_cos_sin(coords_to_angles(coords, freqs))
 
