@@ -217,7 +217,7 @@ def coords_to_angles(coords: Tensor, freqs: Tensor) -> Tensor:
         Tensor: (..., 2P) fp32 angles, one per adjacent channel pair.
     """
     angles = coords.float()[..., None, :] * freqs.float()[:, None]  # (.,P,2)
-    return angles.flatten(-2)
+    return angles.reshape(angles.shape[:-2] + (-1, ))
 
 
 def angles_to_cos_sin(angles: Tensor) -> Tables:
@@ -234,9 +234,12 @@ def angles_to_cos_sin(angles: Tensor) -> Tables:
     Returns:
         tuple[Tensor, Tensor]: (..., d) ``cos`` and sign-folded ``sin``.
     """
-    sin = angles.sin()
-    return (angles.cos().repeat_interleave(2, dim=-1),
-            torch.stack([-sin, sin], dim=-1).flatten(-2))
+    cos, sin = angles.cos(), angles.sin()
+    # stack + reshape: repeat_interleave does not export to ONNX with a
+    # dynamic size
+    shape = angles.shape[:-1] + (-1, )
+    return (torch.stack([cos, cos], dim=-1).reshape(shape),
+            torch.stack([-sin, sin], dim=-1).reshape(shape))
 
 
 def apply_rope(x: Tensor,
@@ -281,7 +284,9 @@ def apply_rope(x: Tensor,
     # (a c - b s, b c + a s) with a stack, cat / roll swaps, a 2 x 2
     # matmul) this one is the fastest in eager forward + backward; compiled,
     # every form fuses into one kernel.
-    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    # (reshape rather than unflatten / flatten: the legacy ONNX exporter
+    # gets unflatten with a negative dim wrong)
+    swapped = xf.reshape(xf.shape[:-1] + (-1, 2)).flip(-1).reshape(xf.shape)
     out = torch.addcmul(xf * cos, swapped, sin).to(x.dtype)
     if prefix is not None:
         out = torch.cat([prefix, out], dim=-2)

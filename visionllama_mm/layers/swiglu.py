@@ -74,7 +74,13 @@ class _SiLUGate(torch.autograd.Function):
 
 
 def silu_gate(gate: Tensor, up: Tensor) -> Tensor:
-    """``SiLU(gate) * up``; memory-lean in training (see ``_SiLUGate``)."""
+    """``SiLU(gate) * up``; memory-lean in training (see ``_SiLUGate``).
+
+    Under ``torch.jit.trace`` (and so legacy ONNX export) it records the
+    plain ops whatever the grad mode, so the trace does not depend on it.
+    """
+    if torch.jit.is_tracing():
+        return F.silu(gate) * up
     if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
         return _SiLUGate.apply(gate, up)
     return F.silu(gate).mul_(up)
