@@ -216,3 +216,20 @@ def test_dit_subject_inputs():
     assert x.shape == (3, 4, 8, 8) and t.shape == y.shape == (3, )
     assert subject.model(x, t, y).shape == (3, 8, 8, 8)
     assert subject.name == 'DiT-LLaMA-CUSTOM/4'
+
+
+def test_profile_shares_of_a_step():
+    lin = torch.nn.Linear(64, 64)
+    x = torch.randn(32, 64)
+
+    def step():
+        lin(x).relu().sum().backward()
+
+    prof = bench.profile_step(step, torch.device('cpu'), top=3)
+    assert sum(prof['shares'].values()) == pytest.approx(1.)
+    assert prof['shares']['matmul'] > 0 and prof['shares']['other'] > 0
+    assert len(prof['top']) == 3
+    assert bench.op_category('aten::addmm') == 'matmul'
+    assert bench.op_category(
+        'aten::_scaled_dot_product_flash_attention_for_cpu') == 'attention'
+    assert bench.op_category('aten::native_layer_norm') == 'other'

@@ -636,6 +636,10 @@ def run_worker(argv: List[str], key: str, mode: str) -> dict:
     return json.loads(lines[-1][len(RESULT_TAG):])
 
 
+def _median(times: List[float]) -> str:
+    return f'{statistics.median(times):.3f}' if times else '-'
+
+
 def run_rounds(argv: List[str], jobs: List[Tuple[str, str]], rounds: int,
                batch_size: int) -> List[dict]:
     """Run every (key, mode) job once per round, in a fresh worker each.
@@ -650,6 +654,13 @@ def run_rounds(argv: List[str], jobs: List[Tuple[str, str]], rounds: int,
     for r in range(rounds):
         for job in (jobs if r % 2 == 0 else jobs[::-1]):
             runs[job].append(run_worker(argv, *job))
+            done = runs[job][-1]
+            print(
+                f'[round {r + 1}/{rounds}] {job[0]} {job[1]}: ' +
+                (f'failed: {done["error"]}' if 'error' in done else
+                 f'median train step {_median(done["train_times"])}s'),
+                file=sys.stderr,
+                flush=True)
     results = []
     for job in jobs:
         mine = runs[job]
