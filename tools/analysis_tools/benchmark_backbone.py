@@ -661,6 +661,8 @@ def run_rounds(argv: List[str], jobs: List[Tuple[str, str]], rounds: int,
                  f'median train step {_median(done["train_times"])}s'),
                 file=sys.stderr,
                 flush=True)
+            # the raw measurement too, so that an interrupted run keeps it
+            print(RESULT_TAG + json.dumps(done), file=sys.stderr, flush=True)
     results = []
     for job in jobs:
         mine = runs[job]
