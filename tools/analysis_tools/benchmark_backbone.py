@@ -222,7 +222,7 @@ def plain_timm_eva02(args) -> Subject:
     import timm
     arch = _plain_arch(args)
     model = timm.create_model(
-        'eva02_base_patch16_224',
+        'eva02_base_patch14_224',  # patch and size set below
         pretrained=False,
         img_size=args.img_size,
         patch_size=args.patch_size,
