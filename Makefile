@@ -9,7 +9,7 @@ STAMP := $(VENV)/.visionllama_mm-env
 # pytest workers: this project's CI has 2 cores
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all lint format bench clean-env
+.PHONY: env demo test test-all lint format bench bench-gpu clean-env
 
 env: $(STAMP)
 
@@ -52,11 +52,30 @@ test: env lint
 test-all: env lint
 	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest $(PYTEST_ARGS) tests
 
+# make bench: our models against their peers on this machine's CPU (fp32,
+# 224 px), eager and compiled, fresh workers interleaved over rounds; add
+# OFFICIAL_ROOT=path/to/VisionLLaMA (a checkout of Meituan-AutoML/VisionLLaMA)
+# to include the official code. make bench-gpu: the same on CUDA, bf16
+# autocast, flash / memory-efficient SDPA, with MFU.
+OFFICIAL_ROOT ?=
+BENCH := $(PY) tools/analysis_tools/benchmark_backbone.py \
+	$(if $(OFFICIAL_ROOT),--official-root $(OFFICIAL_ROOT)) $(BENCH_ARGS)
+
 bench: env
-	$(PY) tools/analysis_tools/benchmark_backbone.py --model plain --arch base \
-		--ffn-hidden-rule llama --batch-size 8 --iters 5 --warmup 2 --rounds 2
-	$(PY) tools/analysis_tools/benchmark_backbone.py --model pyramid --arch s \
-		--batch-size 16 --iters 8 --warmup 2 --rounds 3
+	$(BENCH) --model plain --arch base --ffn-hidden-rule llama \
+		--batch-size 8 --iters 5 --warmup 2 --rounds 2 --device cpu
+	$(BENCH) --model pyramid --arch s --batch-size 16 --iters 8 --warmup 2 \
+		--rounds 2 --device cpu
+	$(BENCH) --model dit --arch b --img-size 256 --batch-size 16 --iters 8 \
+		--warmup 2 --rounds 2 --device cpu
+
+bench-gpu: env
+	$(BENCH) --model plain --arch base --ffn-hidden-rule llama \
+		--batch-size 64 --iters 20 --warmup 5 --rounds 3 --device cuda --amp
+	$(BENCH) --model pyramid --arch s --batch-size 128 --iters 20 --warmup 5 \
+		--rounds 3 --device cuda --amp
+	$(BENCH) --model dit --arch b --img-size 256 --batch-size 128 --iters 20 \
+		--warmup 5 --rounds 3 --device cuda --amp
 
 clean-env:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Smoke test of the pyramid pair of benchmark_backbone.py (tiny input)."""
+"""Smoke test of the pyramid group of benchmark_backbone.py (tiny input)."""
 import pytest
 from tool_utils import load_tool
 
@@ -7,11 +7,12 @@ pytest.importorskip('mmpretrain')
 bench = load_tool('tools/analysis_tools/benchmark_backbone.py')
 
 
-def test_pyramid_pair_tiny(capsys):
+def test_pyramid_group_tiny(capsys):
     results = bench.main([
         '--model', 'pyramid', '--arch', 's', '--img-size', '32',
-        '--batch-size', '1', '--iters', '1', '--warmup', '0', '--device',
-        'cpu', '--threads', '1'
+        '--batch-size', '1', '--iters', '1', '--warmup', '1', '--device',
+        'cpu', '--threads', '1', '--peers', 'mmpretrain-svt', '--modes',
+        'eager'
     ])
     assert [r['name'] for r in results
             ] == ['PyramidVisionLLaMA-small', 'mmpretrain SVT-small']
@@ -20,11 +21,11 @@ def test_pyramid_pair_tiny(capsys):
         assert r['gflops'] > 0
     assert round(results[0]['params'] / 1e6, 1) == 25.4  # no head
     out = capsys.readouterr().out
-    assert '| ratio (PyramidVisionLLaMA-small / mmpretrain SVT-small) |' in out
-    assert '| FLOP-normalised ratio |' in out
+    assert ('| PyramidVisionLLaMA-small / mmpretrain SVT-small | eager |'
+            in out)
 
 
 def test_pyramid_arch_checked():
     args = bench.parse_args(['--model', 'pyramid', '--arch', 'tiny'])
     with pytest.raises(ValueError, match='--arch must be one of'):
-        bench.build_pyramid(args, 0)
+        bench.pyramid_ours(args)
