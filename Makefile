@@ -9,7 +9,7 @@ STAMP := $(VENV)/.visionllama_mm-env
 # pytest workers: this project's CI has 2 cores
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all lint format bench clean-env
+.PHONY: env demo test test-all lint format bench bench-latents clean-env
 
 env: $(STAMP)
 
@@ -57,6 +57,11 @@ bench: env
 		--ffn-hidden-rule llama --batch-size 8 --iters 5 --warmup 2 --rounds 2
 	$(PY) tools/analysis_tools/benchmark_backbone.py --model pyramid --arch s \
 		--batch-size 16 --iters 8 --warmup 2 --rounds 3
+
+# training step with cached SD-VAE latents vs encoding on the fly (README)
+bench-latents: env
+	$(PY) tools/analysis_tools/benchmark_latents.py --arch SiTLLaMA_B_2 \
+		--image-size 64 --batch-size 4 --iters 3 --warmup 1 --rounds 2
 
 clean-env:
 	rm -rf $(VENV)
