@@ -20,6 +20,8 @@ CFG = osp.join(ROOT, 'configs', 'dit_llama',
 ENV = dict(
     os.environ,
     OMP_NUM_THREADS='1',
+    PYTHON=sys.executable,
+    PORT=str(29500 + os.getpid() % 1000),
     PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
 
@@ -48,12 +50,9 @@ def sample_cmd(ckpt, out_dir, nproc=1, *extra):
     ] + list(extra)
     if nproc == 1:
         return [sys.executable, osp.join(ROOT, 'tools', 'sample.py')] + args
-    return [
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
-        str(nproc), '--master_port',
-        str(29500 + os.getpid() % 1000),
-        osp.join(ROOT, 'tools', 'sample.py')
-    ] + args + ['--launcher', 'pytorch']
+    # tools/dist_sample.sh (torchrun, --launcher pytorch; gloo on CPU)
+    return ['bash', osp.join(ROOT, 'tools', 'dist_sample.sh')
+            ] + args[:2] + [str(nproc)] + args[2:]
 
 
 def test_per_sample_streams():
