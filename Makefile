@@ -9,7 +9,7 @@ STAMP := $(VENV)/.visionllama_mm-env
 # pytest workers: this project's CI has 2 cores
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all lint format bench bench-gpu clean-env
+.PHONY: env demo test test-all lint format bench bench-gpu bench-latents clean-env
 
 env: $(STAMP)
 
@@ -76,6 +76,11 @@ bench-gpu: env
 		--rounds 3 --device cuda --amp
 	$(BENCH) --model dit --arch b --img-size 256 --batch-size 128 --iters 20 \
 		--warmup 5 --rounds 3 --device cuda --amp
+
+# training step with cached SD-VAE latents vs encoding on the fly (README)
+bench-latents: env
+	$(PY) tools/analysis_tools/benchmark_latents.py --arch SiTLLaMA_B_2 \
+		--image-size 64 --batch-size 4 --iters 3 --warmup 1 --rounds 2
 
 clean-env:
 	rm -rf $(VENV)

@@ -3,12 +3,27 @@
 Writes a sample grid (PNG) and, for FID, an ``.npz`` holding ``arr_0``
 (uint8 N x H x W x 3, the ADM evaluation-suite format) and ``labels``.
 
+Runs on any number of processes (``tools/dist_sample.sh`` / torchrun with
+``--launcher pytorch``; gloo on machines without CUDA) and resumes: the
+samples are written in shards under ``OUT_DIR/shards`` and a restarted run
+samples only the missing ones. Sample i's label and noise depend only on
+(``--seed``, i), so any number of processes writes the same images (see
+:mod:`visionllama_mm.generation.sampling`).
+
 Examples::
 
     # official FID setting of DiT-LLaMA (250 DDPM steps, 50k samples)
     python tools/sample.py \
         configs/dit_llama/dit-llama-xl-2_8xb32-2400k_in1k-256.py \
         dit_llama_xl2_ema.pth --num-samples 50000 --cfg-scale 1.5
+
+    # the same on 8 GPUs (restart the same command to resume)
+    bash tools/dist_sample.sh \
+        configs/dit_llama/dit-llama-xl-2_8xb32-2400k_in1k-256.py \
+        dit_llama_xl2_ema.pth 8 --num-samples 50000 --cfg-scale 1.5
+
+    # DDIM, 50 steps, eta 0
+    python tools/sample.py CONFIG CKPT --sampler ddim --num-steps ddim50
 
     # SiT-LLaMA, SDE (default) or ODE sampler, 16 images of digits 0..7
     python tools/sample.py \
@@ -45,19 +60,42 @@ def parse_args(argv=None):
         help='classes to sample (cycled); default: random classes')
     parser.add_argument(
         '--repeat', type=int, default=1, help='samples per entry of --labels')
-    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument(
+        '--batch-size', type=int, default=32, help='samples per process step')
+    parser.add_argument(
+        '--shard-size',
+        type=int,
+        default=256,
+        help='samples per shard file (the unit of resuming)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-scale', type=float, default=None)
     parser.add_argument(
         '--num-steps',
-        type=int,
         default=None,
-        help='DDPM respacing / SDE steps (official 250)')
+        help='DDPM / DDIM respacing (e.g. 250, ddim50) or SiT SDE / ODE '
+        'steps (official 250)')
     parser.add_argument(
         '--mode',
         choices=['sde', 'ode'],
         default=None,
         help='SiT sampler (default sde)')
+    parser.add_argument(
+        '--sampler',
+        choices=['ddpm', 'ddim'],
+        default=None,
+        help='DiT sampler (default ddpm)')
+    parser.add_argument(
+        '--eta', type=float, default=None, help='DDIM noise scale')
+    parser.add_argument(
+        '--method',
+        default=None,
+        help='SiT solver: SDE Euler / Heun, ODE dopri5 / euler / heun2')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher (tools/dist_sample.sh sets pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument(
@@ -120,72 +158,84 @@ def save_grid(images, path, nrow, padding=2):
 
 def main(argv=None):
     args = parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    from mmengine.dist import get_dist_info
     from mmengine.registry import init_default_scope
-    from mmengine.utils import ProgressBar
 
     import visionllama_mm.generation  # noqa: F401  (registers the models)
+    from visionllama_mm.generation.sampling import (init_distributed,
+                                                    sample_shards,
+                                                    to_uint8_nhwc)
     from visionllama_mm.registry import MODELS
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    device = init_distributed(args.launcher) or torch.device(args.device)
+    rank, _ = get_dist_info()
     init_default_scope(cfg.get('default_scope', 'visionllama_mm'))
     model = MODELS.build(cfg.model)
     if args.checkpoint != 'none':
         load_weights(model, args.checkpoint, args.trusted)
-    model.to(args.device).eval()
+    model.to(device).eval()
 
     num_classes = model.num_classes
     n = args.num_samples
+    labels = None
     if args.labels is not None:
-        base = [c for c in args.labels for _ in range(args.repeat)]
-        n = n or len(base)
-        labels = torch.tensor([base[i % len(base)] for i in range(n)])
-    else:
-        n = n or 16
-        g = torch.Generator().manual_seed(args.seed)
-        labels = torch.randint(0, num_classes, (n, ), generator=g)
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f'labels must be in [0, {num_classes})')
+        labels = [c for c in args.labels for _ in range(args.repeat)]
+        n = n or len(labels)
+        if min(labels) < 0 or max(labels) >= num_classes:
+            raise ValueError(f'labels must be in [0, {num_classes})')
+    n = n or 16
 
     kwargs = dict(model.sample_cfg)
-    if args.cfg_scale is not None:
-        kwargs['cfg_scale'] = args.cfg_scale
+    for key in ('cfg_scale', 'mode', 'sampler', 'eta', 'method'):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
     if args.num_steps is not None:
-        kwargs['num_steps'] = args.num_steps
-    if args.mode is not None:
-        kwargs['mode'] = args.mode
+        steps = args.num_steps
+        kwargs['num_steps'] = int(steps) if steps.isdigit() else steps
 
     out_dir = args.out_dir or osp.join(
         'work_dirs', 'samples',
         osp.splitext(osp.basename(args.config))[0])
-    os.makedirs(out_dir, exist_ok=True)
-    batches = math.ceil(n / args.batch_size)
-    bar = ProgressBar(batches)
-    images = []
-    for b in range(batches):
-        lab = labels[b * args.batch_size:(b + 1) * args.batch_size]
-        with torch.no_grad():
-            x = model.sample(lab, seed=args.seed + b, **kwargs)
-        x = ((x.float().cpu() + 1) * 127.5).round().clamp(0, 255)
-        images.append(x.to(torch.uint8))
-        bar.update()
-    images = torch.cat(images)  # (N, C, H, W) uint8
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
 
-    grid_max = args.grid_max or (min(n, 256) if args.labels else 64)
-    grid = images[:grid_max]
-    nrow = args.nrow or (args.repeat if args.labels and args.repeat > 1 else
-                         int(math.ceil(math.sqrt(len(grid)))))
+    def sample_fn(lab, generators):
+        with torch.no_grad():
+            x = model.sample(lab.to(device), generator=generators, **kwargs)
+        return to_uint8_nhwc(x)
+
+    job = dict(
+        config=osp.abspath(args.config),
+        checkpoint=args.checkpoint
+        if args.checkpoint == 'none' else osp.abspath(args.checkpoint),
+        cfg_options=str(args.cfg_options),
+        sample_kwargs={
+            k: str(v)
+            for k, v in sorted(kwargs.items())
+        })
+    npz_path = sample_shards(
+        sample_fn,
+        n,
+        out_dir,
+        num_classes,
+        seed=args.seed,
+        labels=labels,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        job=job)
     grid_path = osp.join(out_dir, 'samples.png')
-    save_grid(grid, grid_path, nrow)
-    npz_path = osp.join(out_dir, f'samples_{n}.npz')
-    np.savez(
-        npz_path,
-        arr_0=images.permute(0, 2, 3, 1).contiguous().numpy(),
-        labels=labels.numpy())
-    print(f'\nwrote {grid_path} and {npz_path} ({n} samples)')
+    if rank == 0:
+        with np.load(npz_path) as data:
+            grid_max = args.grid_max or (min(n, 256) if labels else 64)
+            grid = torch.from_numpy(data['arr_0'][:grid_max]).permute(
+                0, 3, 1, 2)
+        nrow = args.nrow or (args.repeat if labels and args.repeat > 1 else
+                             int(math.ceil(math.sqrt(len(grid)))))
+        save_grid(grid, grid_path, nrow)
+        print(f'\nwrote {grid_path} and {npz_path} ({n} samples)')
     return grid_path, npz_path
 
 

@@ -21,11 +21,33 @@ CONFIGS = sorted(
 
 def test_configs_exist():
     names = {osp.basename(c) for c in CONFIGS}
-    assert len([n for n in names if 'in1k-256' in n]) == 8
+    assert len([n for n in names if n.endswith('in1k-256.py')]) == 8
+    assert len([n for n in names if n.endswith('in1k-256-latents.py')]) == 2
     assert len([n for n in names if 'mnist5k' in n]) == 2
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+@pytest.mark.parametrize(
+    'path', [c for c in CONFIGS if c.endswith('-latents.py')],
+    ids=osp.basename)
+def test_cached_latent_configs(path):
+    """Same recipe as the image config, data = extracted moments, not
+    normalised (training itself is tested in test_latents.py)."""
+    cfg = Config.fromfile(path)
+    images = Config.fromfile(path.replace('-latents.py', '.py'))
+    assert cfg.model.cached_latents and 'cached_latents' not in images.model
+    assert cfg.model.data_preprocessor == dict(type='ImgDataPreprocessor')
+    assert cfg.train_dataloader.dataset.type == 'visionllama_mm.CachedLatents'
+    for key in ('arch', 'vae', 'net_cfg', 'sample_cfg'):
+        assert cfg.model[key] == images.model[key]
+    assert cfg.optim_wrapper == images.optim_wrapper
+    assert cfg.train_cfg == images.train_cfg
+    init_default_scope(cfg.default_scope)
+    MODELS.build(cfg.model.data_preprocessor)
+
+
+@pytest.mark.parametrize(
+    'path', [c for c in CONFIGS if not c.endswith('-latents.py')],
+    ids=osp.basename)
 def test_config_builds_and_trains_one_step(path):
     cfg = Config.fromfile(path)
     init_default_scope(cfg.default_scope)

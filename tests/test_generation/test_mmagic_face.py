@@ -148,3 +148,50 @@ def test_latent_space_with_a_local_vae(tmp_path):
     assert torch.isfinite(losses['loss'])
     img = model.sample([3, 4], seed=0, num_steps=2)
     assert img.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize('kind,kw', [
+    ('DiTLLaMA', dict(num_steps=4, cfg_scale=3.)),
+    ('DiTLLaMA', dict(num_steps='ddim4', sampler='ddim', eta=0.5)),
+    ('SiTLLaMA', dict(num_steps=4, cfg_scale=3.)),
+    ('SiTLLaMA', dict(num_steps=4, method='Heun')),
+])
+def test_per_sample_generators_batch_independent(kind, kw):
+    """With one generator per sample (the distributed sampler), a sample
+    is the same alone or in a batch, with or without guidance."""
+    model = build(kind)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    batch = model.sample([0, 1, 2], generator=gens([10, 11, 12]), **kw)
+    alone = model.sample([1], generator=gens([11]), **kw)
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match='one per sample'):
+        model.sample([0, 1], generator=gens([1]), **kw)
+    with pytest.raises(ValueError, match='seed or generator'):
+        model.sample([0], seed=1, generator=gens([1]), **kw)
+
+
+def test_ddim_through_the_model():
+    """DDIM with eta 0 is deterministic given the initial noise."""
+    model = build('DiTLLaMA')
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    noise = torch.randn(2, 1, 8, 8)
+    a = model.sample([0, 1],
+                     seed=1,
+                     noise=noise,
+                     num_steps='ddim10',
+                     sampler='ddim')
+    b = model.sample([0, 1],
+                     seed=2,
+                     noise=noise,
+                     num_steps='ddim10',
+                     sampler='ddim')
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    c = model.sample([0, 1], seed=2, noise=noise, num_steps=10)  # DDPM
+    assert not torch.allclose(a, c)

@@ -1,6 +1,7 @@
 """Engine pieces: layer-decay optimizer constructor, optimizer wrappers,
 schedulers, losses and training hooks of the official recipes."""
-from .hooks import Fp16CompressionHook, Fp16CompresssionHook
+from .hooks import (Fp16CompressionHook, Fp16CompresssionHook,
+                    GenerationFIDHook)
 from .losses import BinarizedBCELoss
 from .optimizers import (LayerDecayOptimWrapperConstructor,
                          SkipNonFiniteAmpOptimWrapper,
@@ -8,7 +9,7 @@ from .optimizers import (LayerDecayOptimWrapperConstructor,
 from .schedulers import TimmCosineLR, timm_cosine_lr
 
 __all__ = [
-    'Fp16CompressionHook', 'Fp16CompresssionHook',
+    'Fp16CompressionHook', 'Fp16CompresssionHook', 'GenerationFIDHook',
     'LayerDecayOptimWrapperConstructor', 'layer_depth_fn',
     'SkipNonFiniteOptimWrapper', 'SkipNonFiniteAmpOptimWrapper',
     'TimmCosineLR', 'timm_cosine_lr', 'BinarizedBCELoss'

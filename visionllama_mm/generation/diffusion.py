@@ -15,7 +15,12 @@ DiT-LLaMA, ``spec-visionllama.md`` §6.3) inherits from ADM / improved DDPM
   trains the variance (the mean is detached);
 * DDPM ancestral sampling over a respaced subset of the timesteps (250 of
   1000 for the FID numbers), with the betas of the subset recomputed from the
-  cumulative products and the network fed the *original* timestep indices.
+  cumulative products and the network fed the *original* timestep indices;
+* DDIM (Song et al., arXiv 2010.02502) on the same respaced process:
+  ``x_{t-1} = sqrt(a') x0 + sqrt(1 - a' - s^2) eps + s z`` with
+  ``s = eta sqrt((1 - a') / (1 - a)) sqrt(1 - a / a')`` (a, a' the
+  cumulative products at t and t - 1), deterministic for ``eta = 0``; with
+  ``eta = 1`` it is DDPM with the posterior ('fixed_small') variance.
 
 mmagic's ``EditDDPMScheduler`` covers plain DDPM/DDIM steps but neither the
 respacing nor the hybrid loss, so they are written here.
@@ -29,7 +34,7 @@ from torch import Tensor
 from visionllama_mm.utils import check_choice
 
 __all__ = [
-    'linear_beta_schedule', 'space_timesteps', 'normal_kl',
+    'randn', 'linear_beta_schedule', 'space_timesteps', 'normal_kl',
     'discretized_gaussian_log_likelihood', 'mean_flat', 'GaussianDiffusion',
     'create_diffusion'
 ]
@@ -37,6 +42,41 @@ __all__ = [
 VAR_TYPES = ('learned_range', 'fixed_small', 'fixed_large')
 
 ModelFn = Callable[..., Tensor]
+Generator = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def randn(shape: Sequence[int],
+          generator: Generator = None,
+          device=None,
+          dtype: Optional[torch.dtype] = None) -> Tensor:
+    """Standard normal noise from one generator or from one per sample.
+
+    With a list of generators, row i of the first dimension is drawn from
+    generator i (on that generator's device), so a sample's noise does not
+    depend on which batch, process or batch size it was drawn in. A first
+    dimension that is k times the number of generators (the duplicated rows
+    of classifier-free guidance) repeats the draws k times.
+
+    Args:
+        shape (Sequence[int]): Output shape (N, ...).
+        generator (torch.Generator | Sequence[torch.Generator], optional):
+            One RNG, or one per sample. Defaults to None (global RNG).
+        device (torch.device, optional): Output device.
+        dtype (torch.dtype, optional): Output dtype.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(
+            *shape, generator=generator, device=device, dtype=dtype)
+    n = len(generator)
+    if n == 0 or shape[0] % n:
+        raise ValueError(f'the batch ({shape[0]}) must be a multiple of the '
+                         f'number of generators ({n})')
+    rows = [
+        torch.randn(*shape[1:], generator=g, device=g.device, dtype=dtype)
+        for g in generator
+    ]
+    out = torch.stack(rows).to(device)
+    return out.repeat(shape[0] // n, *([1] * (len(shape) - 1)))
 
 
 def mean_flat(x: Tensor) -> Tensor:
@@ -308,16 +348,37 @@ class GaussianDiffusion:
                  t: Tensor,
                  clip_denoised: bool = False,
                  model_kwargs: Optional[dict] = None,
-                 generator: Optional[torch.Generator] = None
-                 ) -> Dict[str, Tensor]:
+                 generator: Generator = None) -> Dict[str, Tensor]:
         """One ancestral step x_t -> x_{t-1} (no noise at t = 0)."""
         out = self.p_mean_variance(model, x, t, clip_denoised, model_kwargs)
-        noise = torch.randn(
-            x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = randn(x.shape, generator, x.device, x.dtype)
         nonzero = (t != 0).float().view(-1, *([1] * (x.dim() - 1)))
         sample = out['mean'] + nonzero * torch.exp(
             0.5 * out['log_variance']) * noise
         return dict(sample=sample, pred_xstart=out['pred_xstart'])
+
+    def ddim_sample(self,
+                    model: ModelFn,
+                    x: Tensor,
+                    t: Tensor,
+                    clip_denoised: bool = False,
+                    model_kwargs: Optional[dict] = None,
+                    generator: Generator = None,
+                    eta: float = 0.) -> Dict[str, Tensor]:
+        """One DDIM step x_t -> x_{t-1} (see the module docstring)."""
+        out = self.p_mean_variance(model, x, t, clip_denoised, model_kwargs)
+        # eps consistent with the (possibly clipped) x_0, as ADM / DiT
+        eps = self.predict_eps_from_xstart(x, t, out['pred_xstart'])
+        a = self._extract(self.alphas_cumprod, t, x)
+        a_prev = self._extract(self.alphas_cumprod_prev, t, x)
+        sigma = eta * ((1 - a_prev) / (1 - a)).sqrt() * (1 - a / a_prev).sqrt()
+        mean = out['pred_xstart'] * a_prev.sqrt() + (1 - a_prev -
+                                                     sigma**2).sqrt() * eps
+        if eta > 0:
+            noise = randn(x.shape, generator, x.device, x.dtype)
+            nonzero = (t != 0).float().view(-1, *([1] * (x.dim() - 1)))
+            mean = mean + nonzero * sigma * noise
+        return dict(sample=mean, pred_xstart=out['pred_xstart'])
 
     @torch.no_grad()
     def p_sample_loop(self,
@@ -327,8 +388,10 @@ class GaussianDiffusion:
                       clip_denoised: bool = False,
                       model_kwargs: Optional[dict] = None,
                       device: Optional[torch.device] = None,
-                      generator: Optional[torch.Generator] = None,
-                      progress: bool = False) -> Tensor:
+                      generator: Generator = None,
+                      progress: bool = False,
+                      sampler: str = 'ddpm',
+                      eta: float = 0.) -> Tensor:
         """Generate samples by running every (respaced) step from noise.
 
         Args:
@@ -340,24 +403,34 @@ class GaussianDiffusion:
             model_kwargs (dict, optional): Extra network arguments (``y``,
                 ``cfg_scale``).
             device (torch.device, optional): Device of the samples.
-            generator (torch.Generator, optional): RNG for all the noise.
+            generator (torch.Generator | list, optional): RNG for all the
+                noise, or one per sample (see :func:`randn`).
             progress (bool): Show a tqdm bar. Defaults to False.
+            sampler (str): ``'ddpm'`` (ancestral, official) or ``'ddim'``.
+                Defaults to ``'ddpm'``.
+            eta (float): DDIM noise scale (0: deterministic). Defaults to 0.
 
         Returns:
             Tensor: x_0 samples of ``shape``.
         """
+        check_choice('sampler', sampler, ('ddpm', 'ddim'))
+        if eta < 0:
+            raise ValueError(f'eta must be >= 0, got {eta}')
         if device is None:
             device = noise.device if noise is not None else 'cpu'
-        x = noise if noise is not None else torch.randn(
-            *shape, generator=generator, device=device)
+        x = noise if noise is not None else randn(shape, generator, device)
         indices = list(range(self.num_timesteps))[::-1]
         if progress:
             from tqdm.auto import tqdm
             indices = tqdm(indices)
         for i in indices:
             t = torch.full((x.shape[0], ), i, device=device, dtype=torch.long)
-            x = self.p_sample(model, x, t, clip_denoised, model_kwargs,
-                              generator)['sample']
+            if sampler == 'ddpm':
+                x = self.p_sample(model, x, t, clip_denoised, model_kwargs,
+                                  generator)['sample']
+            else:
+                x = self.ddim_sample(model, x, t, clip_denoised, model_kwargs,
+                                     generator, eta)['sample']
         return x
 
     # ----------------------------------------------------------- training

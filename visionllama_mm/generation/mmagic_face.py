@@ -14,6 +14,9 @@ class-conditional images.
   (``diffusers.AutoencoderKL.from_pretrained(path)``, a local folder; nothing
   is downloaded) and scaled by 0.18215, as the official training. The VAE is
   frozen and kept out of the module tree (not in checkpoints, not in EMA).
+  With ``cached_latents=True`` the inputs are the VAE posterior moments
+  extracted once (fast-DiT's idea; here the moments, not one latent sample,
+  are stored, so every epoch still draws a new latent).
 * EMA: configs use mmengine's ``EMAHook`` (``momentum = 1 - decay``); the
   checkpoints it writes hold the EMA weights in ``state_dict``.
 
@@ -29,7 +32,7 @@ from torch import Tensor
 
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
-from .diffusion import create_diffusion
+from .diffusion import Generator, create_diffusion, randn
 from .models import DiTLLaMA, SiTLLaMA, build_generator
 from .transport import Transport
 
@@ -62,18 +65,48 @@ class FrozenVAE:
         self._vae = None
 
     def module(self, device: torch.device) -> nn.Module:
+        """The VAE on ``device``, loaded on first use.
+
+        Loading leaves the global RNG as it was (``from_pretrained``
+        initialises the modules randomly before it loads the weights), so
+        training draws the same noise whether the VAE was loaded or not.
+        """
         if self._vae is None:
             from diffusers.models import AutoencoderKL
-            self._vae = AutoencoderKL.from_pretrained(
-                self.path, local_files_only=True).eval().requires_grad_(False)
+            with torch.random.fork_rng(devices=[]):
+                self._vae = AutoencoderKL.from_pretrained(
+                    self.path,
+                    local_files_only=True).eval().requires_grad_(False)
         return self._vae.to(device)
 
     @torch.no_grad()
+    def moments(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> the posterior's mean and log-variance
+        concatenated on channels (diffusers'
+        ``DiagonalGaussianDistribution.parameters``, (N, 2C, h, w))."""
+        return self.module(x.device).encode(x).latent_dist.parameters
+
+    @torch.no_grad()
+    def latents_from_moments(self, moments: Tensor) -> Tensor:
+        """Posterior moments -> scaled latents (a sample, or the mean).
+
+        Needs no VAE weights: training from cached moments
+        (``cached_latents=True``) never loads the VAE. The sample uses
+        diffusers' own ``DiagonalGaussianDistribution`` and the global RNG,
+        as encoding on the fly does.
+        """
+        from diffusers.models.autoencoders.vae import \
+            DiagonalGaussianDistribution
+        dist = DiagonalGaussianDistribution(moments)
+        z = dist.sample() if self.sample_posterior else dist.mean
+        # contiguous: the encoder's output is strided like channels-last,
+        # and the objectives draw their noise with randn_like, whose values
+        # follow the memory layout
+        return (z * self.scale_factor).contiguous()
+
     def encode(self, x: Tensor) -> Tensor:
         """Images in [-1, 1] -> scaled latents."""
-        dist = self.module(x.device).encode(x).latent_dist
-        z = dist.sample() if self.sample_posterior else dist.mean
-        return z * self.scale_factor
+        return self.latents_from_moments(self.moments(x))
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
@@ -93,7 +126,8 @@ class _GenerativeModel(BaseModel):
                  vae: Optional[dict] = None,
                  sample_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 cached_latents: bool = False) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(
                 type='ImgDataPreprocessor', mean=[127.5], std=[127.5])
@@ -112,6 +146,10 @@ class _GenerativeModel(BaseModel):
                              f'{self.net_class.__name__} arguments, got '
                              f'{arch!r}')
         self.vae = FrozenVAE(**vae) if vae else None
+        if cached_latents and self.vae is None:
+            raise ValueError('cached_latents=True needs the vae settings '
+                             '(scale factor, and the VAE to decode samples)')
+        self.cached_latents = cached_latents
         self.sample_cfg = dict(sample_cfg or {})
 
     # ------------------------------------------------------------ helpers
@@ -120,7 +158,10 @@ class _GenerativeModel(BaseModel):
         return self.net.num_classes
 
     def encode(self, images: Tensor) -> Tensor:
-        """Normalised images -> the space the network works in."""
+        """Normalised images (or, with ``cached_latents``, their VAE
+        posterior moments) -> the space the network works in."""
+        if self.cached_latents:
+            return self.vae.latents_from_moments(images)
         return self.vae.encode(images) if self.vae else images
 
     def decode(self, z: Tensor) -> Tensor:
@@ -138,10 +179,14 @@ class _GenerativeModel(BaseModel):
 
         Accepts the stacked ``DataSample`` that ``mmagic.DataPreprocessor``
         produces (``gt_label.label`` of shape (N, 1)), a list of mmagic /
-        mmpretrain data samples, or a list of dicts with ``gt_label``.
+        mmpretrain data samples, a list of dicts with ``gt_label``, or such
+        dicts collated into one (``{'gt_label': [...]}``).
         """
         if data_samples is None:
             raise ValueError('data_samples with gt_label are required')
+        if isinstance(data_samples, dict):  # collated dicts (CachedLatents)
+            return torch.as_tensor(
+                data_samples['gt_label']).reshape(-1).long().to(device)
         if not isinstance(data_samples, (list, tuple)):
             label = data_samples.gt_label
             label = getattr(label, 'label', label)
@@ -176,6 +221,7 @@ class _GenerativeModel(BaseModel):
     def sample(self,
                labels: Union[Sequence[int], Tensor],
                seed: Optional[int] = None,
+               generator: Generator = None,
                **kwargs) -> Tensor:
         raise NotImplementedError
 
@@ -198,20 +244,31 @@ class _GenerativeModel(BaseModel):
             outs.append(ds)
         return outs
 
-    def _sample_with(self, solve: Callable, labels: Union[Sequence[int],
-                                                          Tensor],
-                     seed: Optional[int], cfg_scale: float,
-                     noise: Optional[Tensor], decode: bool) -> Tensor:
+    def _sample_with(self,
+                     solve: Callable,
+                     labels: Union[Sequence[int], Tensor],
+                     seed: Optional[int],
+                     cfg_scale: float,
+                     noise: Optional[Tensor],
+                     decode: bool,
+                     generator: Generator = None) -> Tensor:
         """Sampling plumbing shared by the DiT and SiT models.
 
-        Seeds a generator, draws (or takes) the initial noise, duplicates it
-        for CFG, runs ``solve(model_fn, noise, generator)`` with the network
-        in eval mode, keeps the conditional half and decodes it.
+        Seeds a generator (or takes ``generator``: one, or one per sample),
+        draws (or takes) the initial noise, duplicates it for CFG, runs
+        ``solve(model_fn, noise, generator)`` with the network in eval mode,
+        keeps the conditional half and decodes it.
         """
         device = next(self.net.parameters()).device
         labels = torch.as_tensor(labels, device=device).long()
-        g = torch.Generator(device).manual_seed(seed) if seed is not None \
-            else None
+        if generator is not None and seed is not None:
+            raise ValueError('give seed or generator, not both')
+        g = generator
+        if seed is not None:
+            g = torch.Generator(device).manual_seed(seed)
+        if isinstance(g, (list, tuple)) and len(g) != len(labels):
+            raise ValueError(f'generator: one per sample ({len(labels)}) '
+                             f'needed, got {len(g)}')
         fn, k = self._cfg_model_fn(labels, cfg_scale)
         if noise is None:
             noise = self._init_noise(len(labels), g, device)
@@ -238,10 +295,8 @@ class _GenerativeModel(BaseModel):
             return fn, 2
         return (lambda x, t: self.net(x, t, labels)), 1
 
-    def _init_noise(self, n: int, generator: torch.Generator,
-                    device) -> Tensor:
-        return torch.randn(
-            n, *self.latent_shape(), generator=generator, device=device)
+    def _init_noise(self, n: int, generator: Generator, device) -> Tensor:
+        return randn((n, *self.latent_shape()), generator, device)
 
 
 @MODELS.register_module(name='DiTLLaMA')
@@ -275,6 +330,11 @@ class DiTLLaMAModel(_GenerativeModel):
         data_preprocessor (dict, optional): Defaults to mmengine's
             ``ImgDataPreprocessor`` mapping [0, 255] to [-1, 1].
         init_cfg (dict, optional): mmengine init config.
+        cached_latents (bool): The inputs are VAE posterior moments
+            pre-extracted by ``tools/dataset_converters/extract_latents.py``
+            (dataset ``visionllama_mm.CachedLatents``, no normalisation);
+            the latents are sampled from them as on-the-fly encoding would,
+            and the VAE is loaded only to decode samples. Defaults to False.
     """
 
     net_class = DiTLLaMA
@@ -288,9 +348,10 @@ class DiTLLaMAModel(_GenerativeModel):
                  vae: Optional[dict] = None,
                  sample_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 cached_latents: bool = False) -> None:
         super().__init__(arch, net_cfg, vae, sample_cfg, data_preprocessor,
-                         init_cfg)
+                         init_cfg, cached_latents)
         self.diffusion_steps = diffusion_steps
         self.diffusion = create_diffusion(
             '',
@@ -318,8 +379,12 @@ class DiTLLaMAModel(_GenerativeModel):
                cfg_scale: float = 1.,
                noise: Optional[Tensor] = None,
                progress: bool = False,
-               decode: bool = True) -> Tensor:
-        """Class-conditional DDPM samples (images in [-1, 1] if decoded).
+               decode: bool = True,
+               generator: Generator = None,
+               sampler: str = 'ddpm',
+               eta: float = 0.) -> Tensor:
+        """Class-conditional DDPM / DDIM samples (images in [-1, 1] if
+        decoded).
 
         Args:
             labels (Sequence[int] | Tensor): One class per sample.
@@ -333,6 +398,14 @@ class DiTLLaMAModel(_GenerativeModel):
             noise (Tensor, optional): Initial noise (N, C, H, W).
             progress (bool): Show a bar over the steps. Defaults to False.
             decode (bool): Decode latents with the VAE. Defaults to True.
+            generator (torch.Generator | list, optional): Instead of
+                ``seed``: one RNG, or one per sample (then a sample does not
+                depend on its batch; see
+                :func:`~visionllama_mm.generation.diffusion.randn`).
+            sampler (str): ``'ddpm'`` (official) or ``'ddim'``. DDIM is
+                usually run with fewer steps, e.g. ``num_steps='ddim50'``.
+                Defaults to ``'ddpm'``.
+            eta (float): DDIM noise scale; 0 is deterministic. Defaults to 0.
         """
         diffusion = create_diffusion(
             str(num_steps),
@@ -342,9 +415,16 @@ class DiTLLaMAModel(_GenerativeModel):
 
         def solve(fn, noise, g):
             return diffusion.p_sample_loop(
-                fn, noise.shape, noise=noise, generator=g, progress=progress)
+                fn,
+                noise.shape,
+                noise=noise,
+                generator=g,
+                progress=progress,
+                sampler=sampler,
+                eta=eta)
 
-        return self._sample_with(solve, labels, seed, cfg_scale, noise, decode)
+        return self._sample_with(solve, labels, seed, cfg_scale, noise, decode,
+                                 generator)
 
 
 @MODELS.register_module(name='SiTLLaMA')
@@ -354,13 +434,17 @@ class SiTLLaMAModel(_GenerativeModel):
     Training regresses the velocity ``x_1 - x_0`` of the linear interpolant;
     sampling solves the reverse SDE with Euler-Maruyama (official: 250
     steps, diffusion form ``'sigma'``, last step ``'Mean'`` of size 0.04) or
-    the probability-flow ODE with dopri5 (atol 1e-6, rtol 1e-3).
+    the probability-flow ODE with dopri5 (atol 1e-6, rtol 1e-3). SiT's
+    other transports (GVP / VP paths, score / noise predictions) are
+    options of ``transport``.
 
     Args:
         arch (str | dict): A name of ``SiTLLaMA_models`` or a dict of
             :class:`SiTLLaMA` arguments. Defaults to ``'SiTLLaMA_XL_2'``.
         net_cfg (dict, optional): Network overrides.
-        transport (dict, optional): :class:`Transport` arguments.
+        transport (dict, optional): :class:`Transport` arguments
+            (``path``, ``prediction``, ``loss_weight``, ``train_eps``,
+            ``sample_eps``). Defaults to the linear velocity transport.
         vae (dict, optional): :class:`FrozenVAE` arguments; None trains in
             pixel space. Defaults to None.
         sample_cfg (dict, optional): Defaults of :meth:`sample` used by
@@ -368,6 +452,11 @@ class SiTLLaMAModel(_GenerativeModel):
         data_preprocessor (dict, optional): Defaults to mmengine's
             ``ImgDataPreprocessor`` mapping [0, 255] to [-1, 1].
         init_cfg (dict, optional): mmengine init config.
+        cached_latents (bool): The inputs are VAE posterior moments
+            pre-extracted by ``tools/dataset_converters/extract_latents.py``
+            (dataset ``visionllama_mm.CachedLatents``, no normalisation);
+            the latents are sampled from them as on-the-fly encoding would,
+            and the VAE is loaded only to decode samples. Defaults to False.
     """
 
     net_class = SiTLLaMA
@@ -380,14 +469,16 @@ class SiTLLaMAModel(_GenerativeModel):
                  vae: Optional[dict] = None,
                  sample_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 cached_latents: bool = False) -> None:
         super().__init__(arch, net_cfg, vae, sample_cfg, data_preprocessor,
-                         init_cfg)
+                         init_cfg, cached_latents)
         self.transport = Transport(**(transport or {}))
 
     def loss(self, inputs: Tensor,
              data_samples: Sequence) -> Dict[str, Tensor]:
-        """Velocity-matching loss of the linear interpolant."""
+        """The transport's loss (velocity matching on the linear path by
+        default)."""
         labels = self.labels_from(data_samples, inputs.device)
         x1 = self.encode(inputs)
         terms = self.transport.training_losses(
@@ -404,6 +495,7 @@ class SiTLLaMAModel(_GenerativeModel):
                noise: Optional[Tensor] = None,
                progress: bool = False,
                decode: bool = True,
+               generator: Generator = None,
                **solver_kwargs) -> Tensor:
         """Class-conditional samples by the SDE or the ODE sampler.
 
@@ -411,8 +503,8 @@ class SiTLLaMAModel(_GenerativeModel):
             labels (Sequence[int] | Tensor): One class per sample.
             seed (int, optional): Seed of the initial noise and the Brownian
                 increments. Defaults to None (global RNG).
-            mode (str): ``'sde'`` (Euler-Maruyama) or ``'ode'`` (dopri5).
-                Defaults to ``'sde'``.
+            mode (str): ``'sde'`` (Euler-Maruyama / Heun) or ``'ode'``
+                (dopri5 / euler / heun2). Defaults to ``'sde'``.
             num_steps (int): SDE time points / ODE report points. Defaults
                 to 250 (official).
             cfg_scale (float): Guidance scale; > 1 enables CFG. Defaults
@@ -420,6 +512,8 @@ class SiTLLaMAModel(_GenerativeModel):
             noise (Tensor, optional): Initial noise (N, C, H, W).
             progress (bool): Show a bar over the SDE steps.
             decode (bool): Decode latents with the VAE. Defaults to True.
+            generator (torch.Generator | list, optional): Instead of
+                ``seed``: one RNG, or one per sample.
             **solver_kwargs: Passed to :meth:`Transport.sample_sde` /
                 :meth:`Transport.sample_ode` (``diffusion_form``,
                 ``last_step``, ``atol``, ``method``, ...).
@@ -438,7 +532,8 @@ class SiTLLaMAModel(_GenerativeModel):
             return self.transport.sample_ode(
                 fn, noise, num_steps=num_steps, **solver_kwargs)
 
-        return self._sample_with(solve, labels, seed, cfg_scale, noise, decode)
+        return self._sample_with(solve, labels, seed, cfg_scale, noise, decode,
+                                 generator)
 
 
 def build_model_from_cfg(cfg: dict) -> nn.Module:
