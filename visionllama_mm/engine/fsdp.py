@@ -8,8 +8,9 @@ cannot name by itself:
 * :func:`llama_block_wrap_policy`: the FSDP auto-wrap policy that makes one
   FSDP unit of every transformer block of this package (the VisionLLaMA
   blocks of the plain, pyramid, ViTDet and MAE models, the DiT/SiT
-  ``LLaMABlock``, the adapter's visual blocks and transformers'
-  ``LlamaDecoderLayer``). A block is the natural unit: its parameters are
+  ``LLaMABlock``, the adapter's visual blocks, and transformers'
+  ``LlamaDecoderLayer`` and ``CLIPEncoderLayer`` for the adapter's LLaMA
+  and CLIP). A block is the natural unit: its parameters are
   gathered just before it runs and freed right after.
 * :func:`is_llama_block`: the same test as a ``check_fn`` for the strategy's
   ``activation_checkpointing`` (recompute each block in backward).
@@ -50,6 +51,7 @@ BLOCK_TYPES = (
     'visionllama_mm.generation.models.LLaMABlock',
     'visionllama_mm.multimodal.llama_adapter_v2.visual.VisualBlock',
     'transformers.models.llama.modeling_llama.LlamaDecoderLayer',
+    'transformers.models.clip.modeling_clip.CLIPEncoderLayer',
 )
 
 # dotted names -> classes, one entry per distinct tuple of names
