@@ -195,22 +195,29 @@ def _fsdp_variant(tmp_path, base, extra=''):
     return str(path)
 
 
-# (config, --cfg-options): a few iterations of each model family
+# (config, --cfg-options): a few iterations of each model family; the
+# generation recipes without their EMAHook (it deep-copies the model, which
+# FSDP-wrapped modules do not support)
+GLOO = 'env_cfg.dist_cfg.backend=gloo'
 QUICKSTART = {
     'plain': ('configs/quickstart/visionllama-tiny-p7_1xb64-adamw-12e_'
               'mnist5k-28px.py', [
                   'train_cfg.max_epochs=1', 'train_dataloader.batch_size=8',
-                  'train_dataloader.dataset.indices=32'
+                  'train_dataloader.dataset.indices=32', GLOO
               ]),
     'mae': ('configs/mae_visionllama/mae_visionllama-tiny-p4_1xb32-coslr-'
             '10e_mnist5k-28px.py', [
                 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=8',
-                'train_dataloader.dataset.indices=32'
+                'train_dataloader.dataset.indices=32', GLOO
             ]),
-    'dit': ('configs/dit_llama/dit-llama-tiny_1xb32-3k_mnist5k-28.py',
-            ['train_cfg.max_iters=4', 'train_dataloader.batch_size=8']),
-    'sit': ('configs/sit_llama/sit-llama-tiny_1xb32-3k_mnist5k-28.py',
-            ['train_cfg.max_iters=4', 'train_dataloader.batch_size=8']),
+    'dit': ('configs/dit_llama/dit-llama-tiny_1xb32-3k_mnist5k-28.py', [
+        'train_cfg.max_iters=4', 'train_dataloader.batch_size=8', GLOO,
+        'custom_hooks=[]'
+    ]),
+    'sit': ('configs/sit_llama/sit-llama-tiny_1xb32-3k_mnist5k-28.py', [
+        'train_cfg.max_iters=4', 'train_dataloader.batch_size=8', GLOO,
+        'custom_hooks=[]'
+    ]),
 }
 
 

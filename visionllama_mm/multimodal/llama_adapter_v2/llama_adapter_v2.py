@@ -31,6 +31,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import nn
 
+from visionllama_mm.engine.fsdp import unwrapped_name
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
 from .adapter_layers import (BIAS_MODES, adapter_llama_forward,
@@ -245,7 +246,9 @@ class LLaMAAdapterV2(BaseModel):
     # ------------------------------------------------------------------
     def official_name(self, name: str) -> Optional[str]:
         """Official LLaMA-Adapter name of one of our parameter names, or
-        None for CLIP (which is never saved nor trained here)."""
+        None for CLIP (which is never saved nor trained here). Names of an
+        FSDP-wrapped model are accepted."""
+        name = unwrapped_name(name)
         if name.startswith('clip.'):
             return None
         if name.startswith('llama.'):
