@@ -22,3 +22,5 @@ _base_ = [
 
 model = dict(llm=dict(dtype='float32'), vision_encoder=dict(dtype='float32'))
 optim_wrapper = dict(dtype='bfloat16')
+# under FSDP the adapter-only checkpoint is cut from the gathered state dict
+custom_hooks = [dict(type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]

@@ -22,3 +22,5 @@ model = dict(
     vision_encoder=dict(dtype='float32'))
 train_dataloader = dict(dataset=dict(turns='all'))
 optim_wrapper = dict(dtype='bfloat16')
+# under FSDP the adapter-only checkpoint is cut from the gathered state dict
+custom_hooks = [dict(type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]

@@ -82,6 +82,20 @@ def test_wrap_policy_and_check_fn_pick_blocks():
     assert all(isinstance(m, VisionLLaMABlock) for m in wrapped)
     assert [is_llama_block(m) for m in model.modules()].count(True) == 2
     assert llama_block_wrap_policy(model, True, 0)  # always descend
+    from visionllama_mm.backbones import PyramidVisionLLaMA
+    from visionllama_mm.layers.blocks import LayerScaleBlock
+    pyramid = PyramidVisionLLaMA(
+        arch=dict(
+            embed_dims=[16, 32, 48, 64],
+            depths=[1, 2, 1, 1],
+            num_heads=[1, 2, 3, 4],
+            window_sizes=[7, 7, 7, 7],
+            sr_ratios=[8, 4, 2, 1]))
+    units = [
+        m for m in pyramid.modules() if llama_block_wrap_policy(m, False, 0)
+    ]
+    assert len(units) == 5 and all(
+        isinstance(m, LayerScaleBlock) for m in units)
     assert llama_block_wrap_policy(
         nn.Linear(2, 2), False, 0, block_types=['torch.nn.Linear'])
     with pytest.raises(ValueError, match='dotted class names'):
@@ -259,14 +273,16 @@ def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
     write_tiny_models(data, vocab)
     config = osp.join(REPO_ROOT, 'configs', 'llama_adapter_v2',
                       'llama-adapter-v2_tiny_1xb4-30it_skimage-caption.py')
-    cfg_path = _fsdp_variant(tmp_path, config)
+    cfg_path = _fsdp_variant(
+        tmp_path, config, "custom_hooks = [dict("
+        "type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]")
     work_dir = str(tmp_path / 'work')
     out = dist_train(cfg_path, work_dir, '--no-validate', '--cfg-options',
                      f'model.llm.meta_dir={data}/llama_tiny',
                      f'model.tokenizer.name_or_path={data}/tokenizer.model',
                      f'model.vision_encoder.name_or_path={data}/clip_tiny',
                      f'train_dataloader.dataset.data_root={data}',
-                     'train_cfg.max_iters=2')
+                     'train_cfg.max_iters=2', GLOO)
     assert 'FSDPStrategy' in out
     (ckpt, ) = glob.glob(osp.join(work_dir, 'iter_2.pth'))
     sd = state_dict(ckpt)
