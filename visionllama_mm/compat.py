@@ -443,6 +443,15 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     ``device_ids=None`` in ``cfg.model_wrapper_cfg``. Does nothing with CUDA
     or for other launchers.
 
+    For ``FlexibleRunner`` configs (a ``strategy`` key) the same is done to
+    the strategy's ``model_wrapper``: ``device_ids=None`` for
+    ``DDPStrategy``; for ``FSDPStrategy``, ``device_id='cpu'`` (mmengine
+    passes the local rank, which torch reads as a CUDA index) and
+    ``sync_module_states=False`` (FSDP broadcasts module states only from
+    GPU memory; every rank builds the same model from the same seed
+    anyway, and a checkpoint given by ``load_from`` is loaded on every
+    rank).
+
     Args:
         cfg (mmengine.Config): The config; modified in place.
         launcher (str): The launcher given to the tool.
@@ -463,6 +472,9 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
             "--cfg-options env_cfg.dist_cfg.backend=gloo.")
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo', **dist_cfg)
+    if cfg.get('strategy') is not None:
+        _cpu_strategy(cfg.strategy)
+        return
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:  # what mmengine builds by default, on CPU
         cfg.model_wrapper_cfg = dict(
@@ -474,3 +486,35 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
             'type',
             'MMDistributedDataParallel')).endswith('DistributedDataParallel'):
         wrapper.setdefault('device_ids', None)
+
+
+def _cpu_strategy(strategy) -> None:
+    """CPU settings of a ``FlexibleRunner`` strategy's model wrapper (see
+    :func:`setup_cpu_distributed`); modified in place."""
+    kind = str(strategy.get('type', '')).split('.')[-1]
+    if kind == 'DDPStrategy':
+        wrapper = strategy.get('model_wrapper') or dict(
+            type='MMDistributedDataParallel', broadcast_buffers=False)
+        wrapper.setdefault('device_ids', None)
+        strategy['model_wrapper'] = wrapper
+    elif kind == 'FSDPStrategy':
+        wrapper = strategy.get('model_wrapper') or dict(
+            type='MMFullyShardedDataParallel')
+        wrapper['device_id'] = 'cpu'
+        wrapper['sync_module_states'] = False
+        strategy['model_wrapper'] = wrapper
+        if strategy.get('state_dict_cfg') == 'full':
+            # 'full' offloads the gathered tensors to the CPU; with the
+            # parameters already there, FSDP frees memory that the state
+            # dict still points to (segfault in torch 2.13): gather without
+            # offloading
+            strategy['state_dict_cfg'] = dict(
+                state_dict_type='FULL_STATE_DICT',
+                state_dict_config=dict(
+                    type='FullStateDictConfig',
+                    rank0_only=True,
+                    offload_to_cpu=False),
+                optim_state_dict_config=dict(
+                    type='FullOptimStateDictConfig',
+                    rank0_only=True,
+                    offload_to_cpu=False))

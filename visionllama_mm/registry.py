@@ -13,6 +13,7 @@ from importlib import import_module
 
 from mmengine.logging import print_log
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -95,3 +96,7 @@ PARAM_SCHEDULERS = Registry(
     parent=MMENGINE_PARAM_SCHEDULERS,
     locations=['visionllama_mm.engine'])
 VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS)
+# FSDP auto-wrap policies and activation-checkpointing tests, looked up by
+# mmengine's FSDP wrapper and strategy (visionllama_mm/engine/fsdp.py)
+FUNCTIONS = Registry(
+    'function', parent=MMENGINE_FUNCTIONS, locations=['visionllama_mm.engine'])

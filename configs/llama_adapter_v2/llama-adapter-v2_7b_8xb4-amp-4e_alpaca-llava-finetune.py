@@ -3,7 +3,9 @@
 # w_lora=True), starting from the pretraining result (load_from).
 # Data: a YAML file with META: [alpaca_gpt4_data.json, llava_instruct.json,
 # ...]: Alpaca records are text-only (a zero image), LLaVA records use their
-# first turn. Released recipe: 8 GPUs x 4, lr 1e-3 * 32 / 256, weight decay
+# first turn (turns='first', as released; turns='all' makes every turn of a
+# conversation a sample). Released recipe: 8 GPUs x 4, lr 1e-3 * 32 / 256,
+# weight decay
 # 0.02, 4 epochs with 1 warmup epoch, max_words 512.
 _base_ = './llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain.py'
 
@@ -19,6 +21,7 @@ train_dataloader = dict(
         type='visionllama_mm.LLaMAAdapterInstructionDataset',
         data_root='data/llama_adapter',
         ann_file='finetune.yaml',
+        turns='first',
         pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3 * 32 / 256, weight_decay=0.02))

@@ -21,8 +21,10 @@ CONFIGS = sorted(
 
 def test_configs_exist():
     names = {osp.basename(c) for c in CONFIGS}
-    assert len([n for n in names if n.endswith('in1k-256.py')]) == 8
+    # 8 paper recipes + the DiT-LLaMA-XL/2 FSDP variant
+    assert len([n for n in names if n.endswith('in1k-256.py')]) == 9
     assert len([n for n in names if n.endswith('in1k-256-latents.py')]) == 2
+    assert len([n for n in names if 'fsdp' in n]) == 1  # XL/2 FSDP
     assert len([n for n in names if 'mnist5k' in n]) == 2
 
 
@@ -55,6 +57,10 @@ def test_config_builds_and_trains_one_step(path):
     model_cfg = cfg.model
     if isinstance(model_cfg.arch, str):  # the official recipes
         # (their values: tests/test_configs/test_official_recipes.py)
+        if cfg.get('strategy') is not None:
+            # FSDP: mmengine's EMAHook cannot copy a sharded model
+            assert cfg.strategy.type == 'FSDPStrategy'
+            assert cfg.custom_hooks == []
         with torch.device('meta'):  # full size, no memory
             net = build_generator(model_cfg.arch, **model_cfg.net_cfg)
         assert net.input_size == 32 and net.cfg_channels == 3

@@ -27,6 +27,9 @@ PRETRAIN = {
     dict(arch='b', dim=768, batch=512, epochs=1600, warmup_start=1e-4, keep=3),
     'mae_visionllama-large-p16_8xb256-amp-coslr-800e_in1k.py':
     dict(arch='l', dim=1024, batch=256, epochs=800, warmup_start=1e-9, keep=2),
+    # the same recipe sharded with FSDP
+    'mae_visionllama-large-p16_8xb256-fsdp-amp-coslr-800e_in1k.py':
+    dict(arch='l', dim=1024, batch=256, epochs=800, warmup_start=1e-9, keep=2),
 }
 FINETUNE = {
     'visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-100e_in1k.py':

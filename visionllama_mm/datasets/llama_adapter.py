@@ -2,8 +2,10 @@
 
 * :class:`LLaMAAdapterInstructionDataset`: instruction JSON in the Alpaca
   format (``{instruction, input, output}``, text only) and the LLaVA format
-  (``{image, conversations}``; only the first turn is used, as in the
-  released finetuning).
+  (``{image, conversations}``): every turn of a conversation is one sample
+  with the earlier turns as its context (``turns='all'``), or only the
+  first turn as in the released LLaMA-Adapter V2 finetuning
+  (``turns='first'``).
 * :class:`LLaMAAdapterCaptionTSVDataset`: the released pretraining format,
   tab-separated ``url`` (a local image path) and ``caption`` columns, one
   file or a YAML ``META: [file, ...]`` list. COCO-caption JSON works through
@@ -23,6 +25,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.fileio import join_path
 
 from visionllama_mm.registry import DATASETS, TRANSFORMS
+from visionllama_mm.utils import check_choice
 
 __all__ = [
     'LLaMAAdapterInstructionDataset', 'LLaMAAdapterCaptionTSVDataset',
@@ -47,6 +50,12 @@ def _under_prefix(prefix: str, path: str) -> str:
     return path if osp.isabs(path) or not prefix else join_path(prefix, path)
 
 
+#: Speaker names of LLaVA ``conversations`` (``from`` field) in the
+#: dialogue history written into a later turn's context.
+LLAVA_ROLES = {'human': 'Human', 'gpt': 'Assistant'}
+TURN_MODES = ('all', 'first')
+
+
 @DATASETS.register_module()
 class LLaMAAdapterInstructionDataset(BaseDataset):
     """Alpaca / LLaVA instruction data.
@@ -56,10 +65,22 @@ class LLaMAAdapterInstructionDataset(BaseDataset):
     for LLaVA records (relative paths join ``data_prefix['img_path']``) and
     ``text_only=True`` for Alpaca records.
 
+    A LLaVA record ``{image, conversations: [q1, a1, q2, a2, ...]}`` gives
+    one sample per question-answer pair (``turns='all'``): sample ``i``
+    asks ``q_i``, is trained on ``a_i`` and carries the earlier turns in
+    its ``context`` field, one ``'Human: q'`` / ``'Assistant: a'`` line per
+    turn (the model inserts ``context`` as the prompt's input, so turn
+    ``i`` sees the whole conversation before it, as multi-turn LLaVA
+    training does). Samples also get ``turn`` (0-based) and share the
+    record's ``image_id``. ``turns='first'`` keeps only the first pair, as
+    the released LLaMA-Adapter V2 finetuning did.
+
     Args:
         ann_file (str): A JSON list, or a YAML file with ``META: [json, ...]``.
         keep_image_token (bool): Keep the literal ``<image>`` placeholder of
             LLaVA questions, as the released finetuning did. Defaults to True.
+        turns (str): ``'all'`` or ``'first'`` (see above). Defaults to
+            'all'.
         **kwargs: :class:`mmengine.dataset.BaseDataset` arguments
             (``data_root``, ``data_prefix``, ``pipeline``, ...).
     """
@@ -67,8 +88,11 @@ class LLaMAAdapterInstructionDataset(BaseDataset):
     def __init__(self,
                  ann_file: str,
                  keep_image_token: bool = True,
+                 turns: str = 'all',
                  **kwargs) -> None:
+        check_choice('turns', turns, TURN_MODES)
         self.keep_image_token = keep_image_token
+        self.turns = turns
         kwargs.setdefault('data_prefix', dict(img_path=''))
         super().__init__(ann_file=ann_file, **kwargs)
 
@@ -79,26 +103,59 @@ class LLaMAAdapterInstructionDataset(BaseDataset):
             with open(path) as f:
                 records = json.load(f)
             for i, rec in enumerate(records):
-                data_list.append(self._parse(rec, prefix, f'{path}[{i}]'))
+                where = f'{path}[{i}]'
+                if 'conversations' in rec:
+                    data_list.extend(self._parse_llava(rec, prefix, where))
+                else:
+                    data_list.append(self._parse_alpaca(rec, where))
         return data_list
 
-    def _parse(self, rec: dict, prefix: str, where: str) -> dict:
-        if 'conversations' in rec:
-            turns = rec['conversations']
-            if len(turns) < 2:
-                raise ValueError(f'{where}: a LLaVA record needs a question '
-                                 'and an answer turn')
-            question = turns[0]['value']
-            if not self.keep_image_token:
-                question = question.replace('<image>', '').strip()
-            info = dict(question=question, gt_answer=turns[1]['value'])
-            if rec.get('image'):
-                info['img_path'] = _under_prefix(prefix, rec['image'])
-                info['text_only'] = False
-            else:
-                info['text_only'] = True
-            info['image_id'] = str(rec.get('id', where))
-            return info
+    def _text(self, turn: dict) -> str:
+        text = turn['value']
+        if not self.keep_image_token:
+            text = text.replace('<image>', '').strip()
+        return text
+
+    def _parse_llava(self, rec: dict, prefix: str, where: str) -> List[dict]:
+        turns = rec['conversations']
+        if len(turns) < 2:
+            raise ValueError(f'{where}: a LLaVA record needs a question '
+                             'and an answer turn')
+        if len(turns) % 2:
+            raise ValueError(f'{where}: a LLaVA conversation alternates '
+                             'question and answer turns, got an odd number '
+                             f'({len(turns)})')
+        for j, turn in enumerate(turns):
+            speaker = turn.get('from', ('human', 'gpt')[j % 2])
+            if speaker != ('human', 'gpt')[j % 2]:
+                raise ValueError(
+                    f'{where}: turn {j} is from {speaker!r}; LLaVA turns '
+                    "alternate 'human' (questions) and 'gpt' (answers)")
+        common = dict(image_id=str(rec.get('id', where)))
+        if rec.get('image'):
+            common['img_path'] = _under_prefix(prefix, rec['image'])
+            common['text_only'] = False
+        else:
+            common['text_only'] = True
+        n_pairs = len(turns) // 2 if self.turns == 'all' else 1
+        samples, history = [], []
+        for k in range(n_pairs):
+            question, answer = turns[2 * k], turns[2 * k + 1]
+            info = dict(
+                common,
+                question=self._text(question),
+                gt_answer=answer['value'],
+                turn=k)
+            if history:
+                info['context'] = '\n'.join(history)
+            samples.append(info)
+            history += [
+                f"{LLAVA_ROLES['human']}: {self._text(question)}",
+                f"{LLAVA_ROLES['gpt']}: {answer['value']}"
+            ]
+        return samples
+
+    def _parse_alpaca(self, rec: dict, where: str) -> dict:
         if 'instruction' not in rec or 'output' not in rec:
             raise ValueError(f'{where}: expected an Alpaca record '
                              '{instruction, input, output} or a LLaVA record '

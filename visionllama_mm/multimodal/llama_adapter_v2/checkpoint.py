@@ -21,7 +21,7 @@ are unchanged.
 import os
 import os.path as osp
 import re
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -29,8 +29,8 @@ __all__ = [
     'meta_to_hf_rows', 'hf_to_meta_rows', 'hf_to_official_key',
     'official_to_hf_key', 'needs_row_permutation', 'load_tensors',
     'load_adapter_file', 'save_adapter_file', 'load_meta_llama_state_dict',
-    'meta_params_to_hf_config', 'load_mmpretrain_clip',
-    'expected_adapter_shapes', 'check_adapter_state'
+    'merge_meta_shards', 'META_SHARD_DIMS', 'meta_params_to_hf_config',
+    'load_mmpretrain_clip', 'expected_adapter_shapes', 'check_adapter_state'
 ]
 
 _LINEARS = {
@@ -234,9 +234,10 @@ def meta_params_to_hf_config(params: dict, vocab_size: int, **overrides):
 
     Args:
         params (dict): ``dim``, ``n_layers``, ``n_heads``, ``multiple_of``,
-            ``norm_eps`` and optionally ``n_kv_heads``,
-            ``ffn_dim_multiplier``, ``rope_theta``, ``vocab_size`` (-1: take
-            it from the tokenizer).
+            ``norm_eps`` and optionally ``n_kv_heads`` (grouped-query
+            attention: LLaMA-2-70B, LLaMA-3), ``ffn_dim_multiplier``,
+            ``rope_theta``, ``use_scaled_rope`` (LLaMA-3.1) and
+            ``vocab_size`` (-1: take it from the tokenizer).
         vocab_size (int): Tokenizer size, used when ``params`` has none.
         **overrides: Other ``LlamaConfig`` arguments.
 
@@ -268,28 +269,121 @@ def meta_params_to_hf_config(params: dict, vocab_size: int, **overrides):
         hidden_act='silu',
         attention_bias=False,
         mlp_bias=False)
+    if params.get('use_scaled_rope'):
+        # LLaMA-3.1: Meta's apply_scaling of the RoPE frequencies, which
+        # transformers implements as rope_type 'llama3' (same constants)
+        cfg['rope_scaling'] = dict(
+            rope_type='llama3',
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=8192)
     cfg.update(overrides)
     return LlamaConfig(**cfg)
 
 
-def load_meta_llama_state_dict(path: str, config) -> Dict[str, torch.Tensor]:
-    """Read Meta's ``consolidated.00.pth`` into transformers names/layout.
+#: Model-parallel split dimension of each Meta LLaMA tensor in
+#: ``consolidated.NN.pth`` shards (fairscale layers of Meta's code):
+#: column-parallel linears (``wq``, ``wk``, ``wv``, ``w1``, ``w3``,
+#: ``output``) split their output rows (dim 0), row-parallel ones (``wo``,
+#: ``w2``) their input columns (dim 1); the token embedding is split along
+#: the embedding width (dim 1, LLaMA-1/2) or the vocabulary (dim 0,
+#: LLaMA-3); norms and ``rope.freqs`` are replicated (None).
+META_SHARD_DIMS = {
+    'attention.wq.weight': 0,
+    'attention.wk.weight': 0,
+    'attention.wv.weight': 0,
+    'attention.wo.weight': 1,
+    'feed_forward.w1.weight': 0,
+    'feed_forward.w2.weight': 1,
+    'feed_forward.w3.weight': 0,
+    'output.weight': 0,
+    'tok_embeddings.weight': 'embedding',
+}
+
+
+def _meta_shard_dim(key: str, shards: list, dim: int) -> Optional[int]:
+    """Concatenation dim of ``key`` over ``shards`` (None: replicated)."""
+    m = _META_LAYER.match(key)
+    leaf = key if m is None else m.group(2)
+    split = META_SHARD_DIMS.get(leaf)
+    if split == 'embedding':
+        # width-split (LLaMA-1/2) shards are dim / n wide; vocab-split
+        # (LLaMA-3) shards keep the full width
+        return 0 if shards[0][key].shape[1] == dim else 1
+    return split
+
+
+def merge_meta_shards(shards: list, dim: int) -> Dict[str, torch.Tensor]:
+    """Merge Meta's model-parallel shards into one state dict.
 
     Args:
-        path (str): The consolidated checkpoint (single shard, e.g. 7B).
+        shards (list[dict]): The state dicts of ``consolidated.00.pth``,
+            ``consolidated.01.pth``, ... in order.
+        dim (int): The model width (``params.json`` ``dim``).
+
+    Returns:
+        dict: The state dict of the unsharded model (Meta names).
+
+    Raises:
+        ValueError: The shards hold different keys, or replicated tensors
+            differ between shards.
+    """
+    if len(shards) == 1:
+        return dict(shards[0])
+    keys = list(shards[0])
+    for i, sd in enumerate(shards[1:], 1):
+        if set(sd) != set(keys):
+            diff = sorted(set(sd) ^ set(keys))[:5]
+            raise ValueError(f'shard {i} holds other keys than shard 0 '
+                             f'(e.g. {diff})')
+    out = {}
+    for key in keys:
+        split = _meta_shard_dim(key, shards, dim)
+        parts = [sd[key] for sd in shards]
+        if split is None:
+            if any(not torch.equal(p, parts[0]) for p in parts[1:]):
+                raise ValueError(f'{key} is replicated in model-parallel '
+                                 'shards but differs between them')
+            out[key] = parts[0]
+        else:
+            out[key] = torch.cat(parts, dim=split)
+    return out
+
+
+def _load_meta_file(path: str) -> Dict[str, torch.Tensor]:
+    try:
+        return torch.load(
+            path, map_location='cpu', weights_only=True, mmap=True)
+    except RuntimeError:
+        return load_tensors(path)
+
+
+def load_meta_llama_state_dict(path: Union[str, Sequence[str]],
+                               config) -> Dict[str, torch.Tensor]:
+    """Read Meta's consolidated checkpoint into transformers names/layout.
+
+    Args:
+        path (str | Sequence[str]): ``consolidated.00.pth`` (one shard,
+            7B / 8B), or all ``consolidated.NN.pth`` model-parallel shards
+            in order (13B: 2, 70B: 8), merged with
+            :func:`merge_meta_shards`.
         config (transformers.LlamaConfig): Target config; every tensor shape
             is checked against it.
 
     Returns:
         dict: ``LlamaForCausalLM`` state dict.
     """
+    paths = [path] if isinstance(path, str) else list(path)
+    d = config.hidden_size
     try:
-        sd = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-    except RuntimeError:
-        sd = load_tensors(path)
+        sd = merge_meta_shards([_load_meta_file(p) for p in paths], d)
+    except (ValueError, KeyError, IndexError) as e:
+        raise ValueError(f'{paths}: cannot merge the model-parallel shards '
+                         f'({e})') from e
+    path = paths[0] if len(paths) == 1 else f'{paths[0]} (+{len(paths) - 1})'
     n_heads = config.num_attention_heads
     n_kv = config.num_key_value_heads
-    d = config.hidden_size
     tok = sd.get('tok_embeddings.weight')
     if tok is None:
         raise ValueError(f'{path}: no tok_embeddings.weight; not a Meta '

@@ -27,11 +27,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import nn
 
-from visionllama_mm.registry import MODELS
+from visionllama_mm.engine.fsdp import unwrapped_name
+from visionllama_mm.registry import HOOKS, MODELS
 from visionllama_mm.utils import check_choice
 from .adapter_layers import (BIAS_MODES, adapter_llama_forward,
                              inject_adapters, layer_prompts)
@@ -43,7 +45,9 @@ from .prompts import (CAPTION_INSTRUCTION, PROMPT_NO_INPUT, PROMPT_WITH_INPUT,
                       format_prompt)
 from .visual import VisualBlock, build_clip_encoder
 
-__all__ = ['LLaMAAdapterV2', 'CLIP_MEAN', 'CLIP_STD']
+__all__ = [
+    'LLaMAAdapterV2', 'LLaMAAdapterV2CheckpointHook', 'CLIP_MEAN', 'CLIP_STD'
+]
 
 #: CLIP normalisation in 0-255 units (spec §6).
 CLIP_MEAN = [122.770938, 116.7460125, 104.09373615]
@@ -245,7 +249,9 @@ class LLaMAAdapterV2(BaseModel):
     # ------------------------------------------------------------------
     def official_name(self, name: str) -> Optional[str]:
         """Official LLaMA-Adapter name of one of our parameter names, or
-        None for CLIP (which is never saved nor trained here)."""
+        None for CLIP (which is never saved nor trained here). Names of an
+        FSDP-wrapped model are accepted."""
+        name = unwrapped_name(name)
         if name.startswith('clip.'):
             return None
         if name.startswith('llama.'):
@@ -701,7 +707,25 @@ class LLaMAAdapterV2(BaseModel):
 # state-dict hooks (plain functions: torch marks public-API hooks)
 # ----------------------------------------------------------------------
 def _adapter_state_dict_hook(module, state_dict, prefix, local_metadata):
-    """Keep only adapter-side tensors, under the official names/layout."""
+    """Keep only adapter-side tensors, under the official names/layout.
+
+    Under FSDP the state dict is left whole: FSDP's own hook on the root
+    unit, which runs after this one, expects every tensor of the unit
+    (e.g. the frozen token embedding); :class:`LLaMAAdapterV2CheckpointHook`
+    then applies the same filter to the gathered checkpoint.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    if any(isinstance(m, FSDP) for m in module.modules()):
+        return
+    reduce_to_adapter_state(module, state_dict, prefix)
+
+
+def reduce_to_adapter_state(module: 'LLaMAAdapterV2',
+                            state_dict: dict,
+                            prefix: str = '') -> dict:
+    """Reduce a full state dict of ``module`` (our names, under
+    ``prefix``) to the adapter-side tensors under the official names and
+    layout, in place; returns ``state_dict``."""
     n_heads = module.num_heads
     n_kv = module.llama.config.num_key_value_heads
     for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -721,6 +745,34 @@ def _adapter_state_dict_hook(module, state_dict, prefix, local_metadata):
                 value = hf_to_meta_rows(value,
                                         n_heads if kind == 'q' else n_kv)
         state_dict[prefix + official] = value
+    return state_dict
+
+
+@HOOKS.register_module()
+class LLaMAAdapterV2CheckpointHook(Hook):
+    """Save only the adapter-side tensors of an FSDP-trained adapter.
+
+    A plain or DDP model does this in its own state-dict hook; under FSDP
+    that hook must leave the state dict whole (see
+    :func:`_adapter_state_dict_hook`), so this hook filters the gathered
+    checkpoint before it is written (``before_save_checkpoint``, called by
+    ``FlexibleRunner`` with the full state dict on rank 0). The checkpoint
+    then holds what a replicated run saves. The FSDP configs of the adapter
+    add it to ``custom_hooks``; it does nothing for other models and for
+    already reduced state dicts.
+    """
+
+    priority = 'VERY_LOW'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model
+        model = getattr(model, 'module', model)
+        state = checkpoint.get('state_dict')
+        if not isinstance(model, LLaMAAdapterV2) or not state:
+            return
+        frozen = 'llama.model.embed_tokens.weight'
+        if frozen in state:
+            checkpoint['state_dict'] = reduce_to_adapter_state(model, state)
 
 
 def _official_load_pre_hook(module, state_dict, prefix, local_metadata, strict,

@@ -3,8 +3,10 @@
 Sources of the language model (``llm`` config):
 
 * ``dict(name_or_path=DIR)``: a local transformers LLaMA directory;
-* ``dict(meta_dir=DIR)``: Meta's ``params.json`` + ``consolidated.00.pth``
-  (mapped to transformers' names and q/k layout, spec §5.3);
+* ``dict(meta_dir=DIR)``: Meta's ``params.json`` + ``consolidated.NN.pth``
+  (mapped to transformers' names and q/k layout, spec §5.3; the
+  model-parallel shards of 13B and larger are merged, see
+  :func:`.checkpoint.merge_meta_shards`);
 * ``dict(params=dict(dim=..., n_layers=..., ...))``: random initialisation
   from Meta-style hyper-parameters (tests, the quick start).
 
@@ -132,13 +134,17 @@ def _find_meta_files(meta_dir: str):
     shards = sorted(glob.glob(osp.join(meta_dir, 'consolidated.*.pth')))
     if not shards:
         raise FileNotFoundError(f'no consolidated.*.pth in {meta_dir}')
-    if len(shards) > 1:
-        raise ValueError(f'{meta_dir} holds {len(shards)} model-parallel '
-                         'shards; only single-shard (7B) checkpoints are '
-                         'supported, convert larger ones to transformers '
-                         'format first')
+    expected = [
+        osp.join(meta_dir, f'consolidated.{i:02d}.pth')
+        for i in range(len(shards))
+    ]
+    if shards != expected:
+        raise ValueError(
+            f'{meta_dir}: model-parallel shards must be numbered '
+            f'consolidated.00.pth .. consolidated.{len(shards) - 1:02d}.pth, '
+            f'got {[osp.basename(s) for s in shards]}')
     with open(params) as f:
-        return json.load(f), shards[0], params
+        return json.load(f), shards, params
 
 
 def build_llama(cfg: dict, vocab_size: Optional[int] = None) -> nn.Module:
@@ -190,7 +196,7 @@ def build_llama(cfg: dict, vocab_size: Optional[int] = None) -> nn.Module:
             try:
                 model.load_state_dict(state, strict=True, assign=True)
             except RuntimeError as e:
-                raise ValueError(f'{ckpt} does not match {params_file}: '
+                raise ValueError(f'{ckpt[0]} does not match {params_file}: '
                                  f'{e}') from e
             # non-persistent rotary tables were built on the meta device
             from transformers.models.llama.modeling_llama import \

@@ -5,7 +5,10 @@ Only the trainable parameters of the model's phase enter the optimizer
 would log one by one). Weight decay follows the released code: none for
 1-D parameters and biases, full decay for the 4-D gates and the embeddings.
 In the ``'joint'`` phase every group is tagged with its side (``'visual'``
-or ``'language'``) and may get its own learning-rate multiplier.
+or ``'language'``) and may get its own learning-rate multiplier. Under FSDP
+(``FSDPStrategy`` with ``use_orig_params=True``) the frozen LLaMA stays
+sharded and out of the optimizer; names and dimensions are those of the
+unwrapped model (:func:`visionllama_mm.engine.fsdp.original_ndims`).
 """
 from typing import Optional
 
@@ -13,6 +16,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
+from visionllama_mm.engine.fsdp import original_ndims, unwrapped_name
 from visionllama_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 __all__ = ['LLaMAAdapterV2OptimWrapperConstructor']
@@ -51,6 +55,7 @@ class LLaMAAdapterV2OptimWrapperConstructor(DefaultOptimWrapperConstructor):
         super().__init__(optim_wrapper_cfg, None)
 
     def __call__(self, model) -> OptimWrapper:
+        ndims = original_ndims(model)
         if is_model_wrapper(model):
             model = model.module
         wrapper_cfg = self.optim_wrapper_cfg.copy()
@@ -62,8 +67,9 @@ class LLaMAAdapterV2OptimWrapperConstructor(DefaultOptimWrapperConstructor):
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
+            name = unwrapped_name(name)
             decay = not (self.no_decay_1d and
-                         (param.ndim <= 1 or name.endswith('.bias')))
+                         (ndims[id(param)] <= 1 or name.endswith('.bias')))
             side = model.param_side(name) if joint else None
             groups.setdefault((side, decay), []).append(param)
         if not groups:

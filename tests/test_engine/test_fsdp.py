@@ -1,0 +1,294 @@
+"""FSDP through mmengine's FlexibleRunner (CPU, gloo, 2 processes).
+
+The quick test runs the toy task; the slow ones run tiny versions of the
+package's models through the shipped strategy snippet.
+"""
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+TESTS = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(TESTS, 'test_foundation'))
+# isort: off
+from foundation_utils import REPO_ROOT, TEST_DATA, TOY_CONFIG  # noqa: E402
+from foundation_utils import free_port, run_tool  # noqa: E402
+from foundation_utils import subprocess_env  # noqa: E402
+# isort: on
+
+FSDP_TOY = osp.join(TEST_DATA, 'configs', 'toy_classification_fsdp.py')
+REF_TOY = osp.join(TEST_DATA, 'configs', 'toy_classification_global_loss.py')
+TRAIN = osp.join('tools', 'train.py')
+TEST = osp.join('tools', 'test.py')
+
+
+def dist_train(config, work_dir, *args, nproc=2, timeout=900):
+    """tools/dist_train.sh on CPU; returns its output."""
+    env = subprocess_env(PYTHON=sys.executable, PORT=str(free_port()))
+    proc = subprocess.run([
+        'bash', 'tools/dist_train.sh', config,
+        str(nproc), '--work-dir', work_dir, *args
+    ],
+                          cwd=REPO_ROOT,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
+                          text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-8000:]
+    return proc.stdout
+
+
+def global_losses(work_dir):
+    with open(osp.join(work_dir, 'global_loss.json')) as f:
+        return {r['iter']: r['loss'] for r in map(json.loads, f)}
+
+
+def state_dict(path):
+    from visionllama_mm.compat import load_checkpoint_safe
+    return load_checkpoint_safe(path)['state_dict']
+
+
+def read_metrics(work_dir):
+    (path, ) = glob.glob(osp.join(work_dir, '*', 'metrics.json'))
+    with open(path) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------
+# pieces (no process group)
+# ----------------------------------------------------------------------
+def test_wrap_policy_and_check_fn_pick_blocks():
+    from visionllama_mm.backbones import VisionLLaMA
+    from visionllama_mm.engine.fsdp import (block_classes, is_llama_block,
+                                            llama_block_wrap_policy,
+                                            unwrapped_name)
+    from visionllama_mm.layers.blocks import VisionLLaMABlock
+    from visionllama_mm.registry import FUNCTIONS
+    model = VisionLLaMA(
+        arch=dict(
+            embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64),
+        img_size=32,
+        patch_size=16)
+    wrapped = [
+        m for m in model.modules() if llama_block_wrap_policy(m, False, 0)
+    ]
+    assert len(wrapped) == 2
+    assert all(isinstance(m, VisionLLaMABlock) for m in wrapped)
+    assert [is_llama_block(m) for m in model.modules()].count(True) == 2
+    assert llama_block_wrap_policy(model, True, 0)  # always descend
+    from visionllama_mm.backbones import PyramidVisionLLaMA
+    from visionllama_mm.layers.blocks import LayerScaleBlock
+    pyramid = PyramidVisionLLaMA(
+        arch=dict(
+            embed_dims=[16, 32, 48, 64],
+            depths=[1, 2, 1, 1],
+            num_heads=[1, 2, 3, 4],
+            window_sizes=[7, 7, 7, 7],
+            sr_ratios=[8, 4, 2, 1]))
+    units = [
+        m for m in pyramid.modules() if llama_block_wrap_policy(m, False, 0)
+    ]
+    assert len(units) == 5 and all(
+        isinstance(m, LayerScaleBlock) for m in units)
+    assert llama_block_wrap_policy(
+        nn.Linear(2, 2), False, 0, block_types=['torch.nn.Linear'])
+    with pytest.raises(ValueError, match='dotted class names'):
+        block_classes(['Linear'])
+    with pytest.raises(ValueError, match="no class 'Lineer'"):
+        block_classes(['torch.nn.Lineer'])
+    # the names mmengine's FSDP wrapper and strategy look up
+    with FUNCTIONS.switch_scope_and_registry(None) as registry:
+        assert registry.get('visionllama_mm.llama_block_wrap_policy') is \
+            llama_block_wrap_policy
+        assert registry.get('visionllama_mm.is_llama_block') is \
+            is_llama_block
+    assert unwrapped_name(
+        'llama._fsdp_wrapped_module.model.layers.0._fsdp_wrapped_module.'
+        '_checkpoint_wrapped_module.mlp.up_proj.bias') == \
+        'llama.model.layers.0.mlp.up_proj.bias'
+
+
+def test_cpu_settings_of_strategies():
+    from mmengine.config import Config
+
+    from visionllama_mm.compat import _cpu_strategy
+    cfg = Config.fromfile(FSDP_TOY)
+    _cpu_strategy(cfg.strategy)
+    wrapper = cfg.strategy.model_wrapper
+    assert wrapper.device_id == 'cpu'
+    assert wrapper.sync_module_states is False
+    assert wrapper.auto_wrap_policy.type == \
+        'visionllama_mm.llama_block_wrap_policy'
+    ddp = dict(type='DDPStrategy')
+    _cpu_strategy(ddp)
+    assert ddp['model_wrapper']['device_ids'] is None
+
+
+# ----------------------------------------------------------------------
+# 2 processes
+# ----------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def reference_run(tmp_path_factory):
+    """One process, batches of 4, 2 epochs."""
+    work_dir = str(tmp_path_factory.mktemp('ref'))
+    run_tool([
+        TRAIN, REF_TOY, '--work-dir', work_dir, '--cfg-options',
+        'train_cfg.max_epochs=2'
+    ])
+    return work_dir
+
+
+@pytest.fixture(scope='module')
+def fsdp_run(tmp_path_factory):
+    """2 processes under FSDP, batches of 2 each, 2 epochs."""
+    work_dir = str(tmp_path_factory.mktemp('fsdp'))
+    out = dist_train(FSDP_TOY, work_dir, '--cfg-options',
+                     'train_cfg.max_epochs=2')
+    return work_dir, out
+
+
+def test_fsdp_two_processes_equal_one_process(reference_run, fsdp_run,
+                                              tmp_path):
+    """Same losses and weights as one process on the same data; the
+    checkpoint is an ordinary one that tools/test.py loads into the plain
+    model."""
+    work_dir, out = fsdp_run
+    assert 'FSDPStrategy' in out and 'Distributed training: True' in out
+    ref = global_losses(reference_run)
+    got = global_losses(work_dir)
+    assert sorted(got) == sorted(ref) == list(range(1, 13))
+    for i in ref:
+        assert got[i] == pytest.approx(ref[i], rel=1e-5, abs=1e-6), i
+    # the full state dict: the plain model's keys, same weights
+    ref_sd = state_dict(osp.join(reference_run, 'epoch_2.pth'))
+    got_sd = state_dict(osp.join(work_dir, 'epoch_2.pth'))
+    assert sorted(got_sd) == sorted(ref_sd)
+    for k in ref_sd:
+        torch.testing.assert_close(got_sd[k], ref_sd[k], atol=1e-5, rtol=1e-5)
+    # tools/test.py, one process, the plain toy config (no strategy)
+    run_tool([
+        TEST, TOY_CONFIG,
+        osp.join(work_dir, 'epoch_2.pth'), '--work-dir',
+        str(tmp_path / 'test_fsdp')
+    ])
+    assert 0 <= read_metrics(str(tmp_path / 'test_fsdp'))['toy/accuracy'] \
+        <= 100
+
+
+@pytest.mark.slow
+def test_fsdp_resume_matches_uninterrupted(fsdp_run, tmp_path):
+    """2 epochs, then --resume to 4 under FSDP = 4 epochs in one go."""
+    full = str(tmp_path / 'full')
+    dist_train(FSDP_TOY, full)
+    part = str(tmp_path / 'part')
+    dist_train(FSDP_TOY, part, '--cfg-options', 'train_cfg.max_epochs=2')
+    dist_train(FSDP_TOY, part, '--resume')
+    want, got = global_losses(full), global_losses(part)
+    assert sorted(got) == sorted(want) == list(range(1, 25))
+    for i in want:
+        assert got[i] == pytest.approx(want[i], rel=1e-5, abs=1e-6), i
+    a = state_dict(osp.join(full, 'epoch_4.pth'))
+    b = state_dict(osp.join(part, 'epoch_4.pth'))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)
+
+
+def _fsdp_variant(tmp_path, base, extra=''):
+    """A config that puts ``base`` under the shipped FSDP snippet."""
+    path = tmp_path / f'fsdp_{osp.basename(base)}'
+    strategies = osp.join(REPO_ROOT, 'configs', '_base_', 'strategies')
+    path.write_text(f'_base_ = [{base!r}, '
+                    f'{osp.join(strategies, "fsdp_checkpointing.py")!r}]\n'
+                    f'{extra}\n')
+    return str(path)
+
+
+# (config, --cfg-options): a few iterations of each model family; the
+# generation recipes without their EMAHook (it deep-copies the model, which
+# FSDP-wrapped modules do not support)
+GLOO = 'env_cfg.dist_cfg.backend=gloo'
+QUICKSTART = {
+    'plain': ('configs/quickstart/visionllama-tiny-p7_1xb64-adamw-12e_'
+              'mnist5k-28px.py', [
+                  'train_cfg.max_epochs=1', 'train_dataloader.batch_size=8',
+                  'train_dataloader.dataset.indices=32', GLOO
+              ]),
+    'mae': ('configs/mae_visionllama/mae_visionllama-tiny-p4_1xb32-coslr-'
+            '10e_mnist5k-28px.py', [
+                'train_cfg.max_epochs=1', 'train_dataloader.batch_size=8',
+                'train_dataloader.dataset.indices=32', GLOO
+            ]),
+    'dit': ('configs/dit_llama/dit-llama-tiny_1xb32-3k_mnist5k-28.py', [
+        'train_cfg.max_iters=4', 'train_dataloader.batch_size=8', GLOO,
+        'custom_hooks=[]'
+    ]),
+    'sit': ('configs/sit_llama/sit-llama-tiny_1xb32-3k_mnist5k-28.py', [
+        'train_cfg.max_iters=4', 'train_dataloader.batch_size=8', GLOO,
+        'custom_hooks=[]'
+    ]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', sorted(QUICKSTART))
+def test_model_families_train_under_fsdp(family, tmp_path):
+    """Tiny plain / MAE / DiT / SiT models: 2 processes, FSDP units at
+    their blocks, activation checkpointing; the checkpoint holds the plain
+    model's keys."""
+    config, options = QUICKSTART[family]
+    cfg_path = _fsdp_variant(tmp_path, osp.join(REPO_ROOT, config))
+    work_dir = str(tmp_path / 'work')
+    out = dist_train(cfg_path, work_dir, '--no-validate', '--cfg-options',
+                     *options)
+    assert 'FSDPStrategy' in out
+    ckpts = glob.glob(osp.join(work_dir, '*.pth'))
+    assert ckpts, out[-3000:]
+    sd = state_dict(sorted(ckpts)[-1])
+    assert sd and not any(
+        '_fsdp_wrapped_module' in k or '_checkpoint_wrapped_module' in k
+        for k in sd)
+
+
+@pytest.mark.slow
+def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
+    """The tiny LLaMA-Adapter V2 quick start under FSDP: the frozen LLaMA is
+    sharded, only the phase's parameters are optimised, and the checkpoint
+    holds the adapter-side tensors under the official names."""
+    pytest.importorskip('skimage')
+    pytest.importorskip('sentencepiece')
+    import sentencepiece as spm
+
+    from visionllama_mm.datasets.llama_adapter_skimage import (
+        prepare_skimage_caption_data, write_tiny_models)
+    data = str(tmp_path / 'data')
+    paths = prepare_skimage_caption_data(data, tokenizer=True, vocab_size=512)
+    vocab = spm.SentencePieceProcessor(
+        model_file=paths['tokenizer']).get_piece_size()
+    write_tiny_models(data, vocab)
+    config = osp.join(REPO_ROOT, 'configs', 'llama_adapter_v2',
+                      'llama-adapter-v2_tiny_1xb4-30it_skimage-caption.py')
+    cfg_path = _fsdp_variant(
+        tmp_path, config, "custom_hooks = [dict("
+        "type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]")
+    work_dir = str(tmp_path / 'work')
+    out = dist_train(cfg_path, work_dir, '--no-validate', '--cfg-options',
+                     f'model.llm.meta_dir={data}/llama_tiny',
+                     f'model.tokenizer.name_or_path={data}/tokenizer.model',
+                     f'model.vision_encoder.name_or_path={data}/clip_tiny',
+                     f'train_dataloader.dataset.data_root={data}',
+                     'train_cfg.max_iters=2', GLOO)
+    assert 'FSDPStrategy' in out
+    (ckpt, ) = glob.glob(osp.join(work_dir, 'iter_2.pth'))
+    sd = state_dict(ckpt)
+    assert 'adapter_query.weight' in sd
+    assert not any(k.startswith('clip.') for k in sd)
+    assert not any(
+        k.endswith(('attention.wq.weight', 'tok_embeddings.weight'))
+        for k in sd)
+    assert any(k.startswith('llama.layers.') for k in sd)
