@@ -17,8 +17,9 @@ Examples::
         --mode ode
 
 Checkpoints are loaded with the EMA weights they hold (mmengine's
-``EMAHook`` stores them in ``state_dict``; the converters of
-``tools/model_converters`` write the official ``ema`` weights).
+``EMAHook`` stores them in ``state_dict``; the released ``.pt`` files are
+read as they are, using their ``ema`` weights, and so are the files the
+converters of ``tools/model_converters`` write).
 """
 import argparse
 import math
@@ -95,6 +96,9 @@ def load_weights(model, path, trusted=False):
             if not trusted:
                 raise
             ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    # an official {'model', 'ema', 'opt', 'args'} file converts here
+    from visionllama_mm.weights import convert_official_checkpoint
+    ckpt = convert_official_checkpoint(ckpt, source=path)
     state = ckpt.get('state_dict', ckpt)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith('data_preprocessor')]
