@@ -35,7 +35,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Sample images from a DiT-LLaMA / SiT-LLaMA model')
     parser.add_argument('config', help='model config')
-    parser.add_argument('checkpoint', help='checkpoint (or "none")')
+    parser.add_argument(
+        'checkpoint', help='checkpoint file or URL (or "none")')
     parser.add_argument('--out-dir', default=None, help='output folder')
     parser.add_argument('--num-samples', type=int, default=None)
     parser.add_argument(
@@ -87,7 +88,12 @@ def load_weights(model, path, trusted=False):
         from visionllama_mm.compat import load_checkpoint_safe
     except ImportError:
         load_checkpoint_safe = None
-    if load_checkpoint_safe is not None:
+    if path.startswith(('http://', 'https://', 'file://')):
+        # mmengine's URL loader: one download into torch's hub cache, read
+        # weights_only and converted by visionllama_mm.weights
+        from mmengine.runner.checkpoint import CheckpointLoader
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    elif load_checkpoint_safe is not None:
         ckpt = load_checkpoint_safe(path, map_location='cpu', trusted=trusted)
     else:
         try:

@@ -232,3 +232,25 @@ def test_convert_meta_is_plain(tmp_path):
     assert isinstance(out['meta']['epoch'], int)
     assert not any(
         isinstance(v, argparse.Namespace) for v in out['meta'].values())
+
+
+def test_sample_tool_reads_released_files_and_urls(tmp_path, monkeypatch):
+    from gen_reference import official_checkpoint
+
+    import visionllama_mm.generation  # noqa: F401  (registers the models)
+    from visionllama_mm.registry import MODELS
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'home'))
+    ckpt = official_checkpoint(
+        'DiTLLaMA_B_4', depth=1, dim=32, patch=2, grid=4, num_classes=10)
+    path = str(tmp_path / '0400000.pt')
+    torch.save(ckpt, path)
+    sample = _load_tool('sample')
+    for source in (path, 'file://' + path):
+        model = MODELS.build(
+            dict(
+                type='DiTLLaMA',
+                arch=dict(depth=1, hidden_size=32, patch_size=2, num_heads=2),
+                net_cfg=dict(input_size=8, num_classes=10)))
+        sample.load_weights(model, source)
+        torch.testing.assert_close(model.net.blocks[0].attn.qkv.weight,
+                                   ckpt['ema']['blocks.0.attn.qkv.weight'])
