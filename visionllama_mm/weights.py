@@ -53,6 +53,7 @@ import logging
 import os
 import os.path as osp
 import re
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -224,9 +225,13 @@ def install_official_loading(module) -> None:
             prefixes=_URL_PREFIXES,
             loader=_converting(from_url, 'load_from_http'),
             force=True)
-    if not getattr(module.load_state_dict, '_visionllama_mm_checked', False):
-        module.load_state_dict = _checked_load_state_dict(
-            module.load_state_dict)
+    original = module.load_state_dict
+    if not getattr(original, '_visionllama_mm_checked', False):
+        module.load_state_dict = _checked_load_state_dict(original)
+        # the re-export, when mmengine.runner was imported before us
+        package = sys.modules.get('mmengine.runner')
+        if getattr(package, 'load_state_dict', None) is original:
+            package.load_state_dict = module.load_state_dict
 
 
 # ---------------------------------------------------------------------------
