@@ -64,6 +64,7 @@ MODEL_LOCATIONS = [
     'visionllama_mm.necks',
     'visionllama_mm.generation',
     'visionllama_mm.multimodal',
+    'visionllama_mm.engine',  # losses of the official recipes
 ]
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)

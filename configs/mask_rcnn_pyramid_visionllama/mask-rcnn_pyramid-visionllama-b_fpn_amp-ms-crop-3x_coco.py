@@ -1,6 +1,7 @@
 # Mask R-CNN 3x (36 epochs) with multi-scale + crop training on COCO and
-# Pyramid VisionLLaMA-B (spec-visionllama.md §8.8, the released -B recipe):
-# the -S config with the -B backbone.
+# Pyramid VisionLLaMA-B, the released recipe (upstream Detection.md:
+# mmdetection/configs/twins/mask-rcnn_twins-b-p4-w7_fpn_ms-crop-3x_coco.py
+# with --amp): the -S config with the -B backbone.
 _base_ = ['./mask-rcnn_pyramid-visionllama-s_fpn_amp-ms-crop-3x_coco.py']
 
 # ImageNet-1k Pyramid VisionLLaMA-B: the official deit checkpoint (HF

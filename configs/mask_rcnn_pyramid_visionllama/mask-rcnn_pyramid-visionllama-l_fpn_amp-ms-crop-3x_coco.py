@@ -1,7 +1,6 @@
 # Mask R-CNN 3x (36 epochs) with multi-scale + crop training on COCO and
-# Pyramid VisionLLaMA-L (spec-visionllama.md §8.8; upstream released the -B
-# config only, -L follows it with drop path 0.3): the -S config with the -L
-# backbone.
+# Pyramid VisionLLaMA-L. EXTRAPOLATED: upstream released the -B recipe only;
+# -L follows it with drop path 0.3: the -S config with the -L backbone.
 _base_ = ['./mask-rcnn_pyramid-visionllama-s_fpn_amp-ms-crop-3x_coco.py']
 
 # ImageNet-1k Pyramid VisionLLaMA-L: the official deit checkpoint (HF

@@ -1,9 +1,9 @@
 # Mask R-CNN 3x (36 epochs) with multi-scale + crop training on COCO and
-# Pyramid VisionLLaMA-S (spec-visionllama.md §8.8; upstream
-# released the -B config only, -S follows it). AS2DRoPE is on in the
-# GSA blocks (auto_scale=True, anchor 14 tokens per stage); every batch gets
-# the RoPE tables of its own (H, W), so multi-scale and non-square inputs
-# (e.g. 800x1216 then 1216x800) are exact.
+# Pyramid VisionLLaMA-S. EXTRAPOLATED: upstream released the -B recipe only
+# (Detection.md: mmdetection/configs/twins/
+# mask-rcnn_twins-b-p4-w7_fpn_ms-crop-3x_coco.py, run with --amp); -S and -L
+# are that recipe with their backbone (drop path 0.2 as -B; -L 0.3). AS2DRoPE is on in the GSA blocks (auto_scale=True, anchor 14
+# tokens per stage).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -27,6 +27,12 @@ model = dict(
         arch='small',
         drop_path_rate=0.2,
         auto_scale=True,
+        # Every batch gets the GSA RoPE tables of its own (H, W), so
+        # multi-scale and non-square inputs (800x1216 then 1216x800) are
+        # exact. The official backbone caches them per token count (stale
+        # for another H x W of the same count); 'token_count' reproduces
+        # that for an exact re-run of the official run.
+        gsa_table_cache='per_shape',
         init_cfg=dict(
             type='Pretrained', checkpoint=checkpoint_file,
             prefix='backbone.')),

@@ -1,4 +1,4 @@
-# Pyramid VisionLLaMA-B, ImageNet-1k, 300 epochs (spec-visionllama.md §8.5).
+# Pyramid VisionLLaMA-B, ImageNet-1k, 300 epochs.
 _base_ = ['pyramid-visionllama-s_8xb128_in1k.py']
 
 model = dict(

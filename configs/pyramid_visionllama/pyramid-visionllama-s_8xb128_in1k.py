@@ -1,6 +1,8 @@
 # Pyramid VisionLLaMA-S, ImageNet-1k, 300 epochs, 8 GPUs x 128 images: the
-# released recipe (DeiT v1 `main.py`, spec-visionllama.md §8.5). Launch with
-# `--amp` (upstream trains under mixed precision).
+# released recipe (upstream ImageNet1k_SFT.md: deit/main.py with engine.py,
+# the DeiT v1 defaults). The deit engine always autocasts (bf16 where the
+# GPU supports it) with a GradScaler and skips iterations whose loss is not
+# finite on some rank; both are set here (no `--amp` needed).
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
@@ -37,11 +39,17 @@ model = dict(
 
 # data: RandAugment rand-m9-mstd0.5-inc1, RandomErasing 0.25, no repeated
 # augmentation; evaluation resize 256 -> center crop 224 (bicubic)
-train_dataloader = dict(batch_size=128)
+train_dataloader = dict(
+    batch_size=128,
+    drop_last=True,
+    # seed 0 on every rank, as the deit DistributedSampler
+    sampler=dict(type='DefaultSampler', shuffle=True, seed=0))
 
 # optimizer: AdamW lr 5e-4 * 1024 / 512, wd 0.05 except 1-D parameters and
 # biases (norms, layer scales), as timm's optimizer factory does for DeiT
 optim_wrapper = dict(
+    type='visionllama_mm.SkipNonFiniteAmpOptimWrapper',
+    dtype='bfloat16',
     optimizer=dict(
         type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8,
         betas=(0.9, 0.999)),
@@ -52,23 +60,23 @@ optim_wrapper = dict(
         flat_decay_mult=0.0),
 )
 
-# schedule: 5 warm-up epochs from 1e-6, cosine to 1e-5 at epoch 300
+# schedule: timm CosineLRScheduler (5 warm-up epochs from 1e-6, cosine to
+# 1e-5 over 300 epochs counted from epoch 0) stepped with step(epoch) after
+# each epoch: constant within an epoch, one epoch behind
 param_scheduler = [
     dict(
-        type='LinearLR',
-        start_factor=1e-3,
-        by_epoch=True,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-5,
-        by_epoch=True,
-        begin=5,
-        end=300,
-        convert_to_iter_based=True),
+        type='visionllama_mm.TimmCosineLR',
+        t_initial=300,
+        warmup_t=5,
+        warmup_lr_init=1e-6,
+        lr_min=1e-5,
+        lag=1,
+        by_epoch=True)
 ]
 train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
+# the deit evaluate() runs under fp16 autocast
+val_cfg = dict(fp16=True)
+test_cfg = dict(fp16=True)
 auto_scale_lr = dict(base_batch_size=1024)
 
 default_hooks = dict(

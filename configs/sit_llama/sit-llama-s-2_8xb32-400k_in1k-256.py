@@ -1,4 +1,4 @@
-# SiT-LLaMA-S/2 on ImageNet 256 latents (official recipe, §6.3):
+# SiT-LLaMA-S/2 on ImageNet 256 latents (upstream SiTLLaMA.md recipe):
 # linear interpolant, velocity prediction, no loss weighting.
 # Sampling: SDE Euler-Maruyama (250 steps, diffusion form 'sigma', norm 1,
 # last step 'Mean' of 0.04) or ODE dopri5 (atol 1e-6, rtol 1e-3).

@@ -1,4 +1,4 @@
-# SiT-LLaMA-XL/2 on ImageNet 256 latents (official recipe, §6.3).
+# SiT-LLaMA-XL/2 on ImageNet 256 latents (upstream SiTLLaMA.md recipe).
 _base_ = ['./sit-llama-s-2_8xb32-400k_in1k-256.py']
 
 model = dict(arch='SiTLLaMA_XL_2')

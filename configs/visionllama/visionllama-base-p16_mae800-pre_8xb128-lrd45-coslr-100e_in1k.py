@@ -1,8 +1,9 @@
 # ImageNet-1k fine-tuning of VisionLLaMA-B from the MAE 800-epoch encoder
-# (spec-visionllama.md §8.2; upstream
+# (upstream
 # mmpretrain/configs/mae/benchmarks/lama-base-p16_8xb128-coslr-800-lrd45-100e_in1k.py).
 # 8 GPUs x 128 images, AdamW lr 2e-3, layer-wise lr decay 0.45, 100 epochs;
-# the official runs used `--amp`.
+# the official runs used `--amp` (PRETRAIN.md), which this config sets:
+# fp16 autocast with a dynamic loss scale.
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
@@ -48,8 +49,11 @@ model = dict(
         dict(type='CutMix', alpha=1.0)
     ]))
 
-# optimizer wrapper: layer-wise lr decay through VisionLLaMA.get_layer_depth
+# optimizer wrapper: what mmpretrain's tools/train.py --amp sets, layer-wise
+# lr decay through VisionLLaMA.get_layer_depth
 optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
     optimizer=dict(
         type='AdamW', lr=2e-3, weight_decay=0.05, betas=(0.9, 0.999)),
     constructor='LearningRateDecayOptimWrapperConstructor',

@@ -1,5 +1,5 @@
 # Supervised DeiT-III training of the deit-style plain VisionLLaMA-L at
-# 128 px (spec-visionllama.md §8.4; upstream vit_llama_rope_large_patch16:
+# 128 px (upstream ImageNet1k_SFT.md, vit_llama_rope_large_patch16:
 # LAMB lr 3e-3, drop path 0.45, 800 epochs, evaluated at 128 px), fine-tuned
 # at 224 px afterwards with
 # visionllama-deit3-large-p16_deit3-128px-pre_8xb64-adamw-20e_in1k.py.
@@ -15,7 +15,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     _base_.test_pipeline[0],
-    dict(_base_.test_pipeline[1], scale=img_size),  # ResizeEdge
+    # ResizeEdge to int(256 / 224 * s), as the deit build_transform
+    dict(_base_.test_pipeline[1], scale=int(256 / 224 * img_size)),
     dict(_base_.test_pipeline[2], crop_size=img_size),  # CenterCrop
     _base_.test_pipeline[3],
 ]
@@ -27,7 +28,3 @@ model = dict(
     backbone=dict(arch='large', img_size=img_size, drop_path_rate=0.45),
     head=dict(in_channels=1024))
 optim_wrapper = dict(optimizer=dict(lr=3e-3))
-param_scheduler = [
-    dict(_base_.param_scheduler[0], start_factor=1e-6 / 3e-3),
-    _base_.param_scheduler[1],
-]

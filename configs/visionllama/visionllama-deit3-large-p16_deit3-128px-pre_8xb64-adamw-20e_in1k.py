@@ -1,5 +1,5 @@
 # Fine-tuning at 224 px of the deit-style VisionLLaMA-L trained at 128 px
-# (spec-visionllama.md §8.4; upstream ImageNet1k_SFT.md): the base recipe
+# (upstream ImageNet1k_SFT.md): the base recipe
 # with drop path 0.45. The upstream command leaves --reprob at the deit
 # default, random erasing with probability 0.25.
 _base_ = [

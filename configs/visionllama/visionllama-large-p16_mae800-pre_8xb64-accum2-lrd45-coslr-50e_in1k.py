@@ -1,7 +1,7 @@
 # ImageNet-1k fine-tuning of VisionLLaMA-L from the MAE 800-epoch encoder
-# (spec-visionllama.md §8.2; upstream
-# lama-large-p16_8xb128-coslr-800-lrd45-50e_in1k.py, whose name says 8xb128
-# but which runs 8 x 64 images with 2 accumulation steps = 1024 / step).
+# (upstream lama-large-p16_8xb128-coslr-800-lrd45-50e_in1k.py, whose name
+# says 8xb128 but which runs 8 x 64 images with 2 accumulation steps = 1024
+# per step; fp16 AMP from the base config).
 # AdamW lr 4e-3, layer-wise lr decay 0.45, drop path 0.2, 5 + 45 epochs.
 _base_ = ['./visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-100e_in1k.py']
 

@@ -1,6 +1,6 @@
 # ViTDet Mask R-CNN with the plain VisionLLaMA-L (MAE 800 epochs), LSJ 1024,
-# "36e" (spec-visionllama.md §3.9, §8.9). Upstream VisionLLaMA released no
-# -L ViTDet recipe: the -B recipe with ViTDet's own ViT-L settings (arXiv
+# "36e". EXTRAPOLATED: upstream VisionLLaMA released no -L ViTDet recipe;
+# this is the -B recipe with ViTDet's own ViT-L settings (arXiv
 # 2203.16527: drop path 0.4, layer decay 0.8, global blocks 5/11/17/23).
 # 8 GPUs x 4 images per forward and accumulative_counts=2 -> 64 images per
 # optimiser step. max_iters counts FORWARD iterations (137250 x 32 images

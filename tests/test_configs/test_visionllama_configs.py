@@ -106,7 +106,10 @@ def test_layer_decay_optimizer(path):
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         from mmpretrain.registry import MODELS
         model = MODELS.build(reduce(cfg, num_layers=DECAY_TEST_LAYERS))
-        wrapper = build_optim_wrapper(model, deepcopy(cfg.optim_wrapper))
+        optim_cfg = deepcopy(cfg.optim_wrapper)
+        optim_cfg.type = 'OptimWrapper'  # AMP needs a GPU
+        optim_cfg.pop('loss_scale', None)
+        wrapper = build_optim_wrapper(model, optim_cfg)
     base_lr = cfg.optim_wrapper.optimizer.lr
     L = DECAY_TEST_LAYERS
     lrs = {g['param_name']: g['lr'] for g in wrapper.optimizer.param_groups}

@@ -32,11 +32,7 @@ def test_config_builds_and_trains_one_step(path):
     assert 'visionllama_mm' in cfg.custom_imports['imports']
     model_cfg = cfg.model
     if isinstance(model_cfg.arch, str):  # the official recipes
-        assert model_cfg.vae.scale_factor == 0.18215
-        assert cfg.optim_wrapper.optimizer.lr == 1e-4
-        assert cfg.train_cfg.max_iters in (400000, 2400000)
-        assert cfg.custom_hooks[0].momentum == 1e-4  # EMA 0.9999
-        assert cfg.train_dataloader.batch_size * 8 == 256
+        # (their values: tests/test_configs/test_official_recipes.py)
         with torch.device('meta'):  # full size, no memory
             net = build_generator(model_cfg.arch, **model_cfg.net_cfg)
         assert net.input_size == 32 and net.cfg_channels == 3

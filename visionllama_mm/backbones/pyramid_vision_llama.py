@@ -33,10 +33,12 @@ One class serves every face:
 Official quirks kept by default, each with an option (§10): GSA key
 coordinates (``gsa_key_pos``), AS2DRoPE anchors (``auto_scale``,
 ``as_base_size``), unmasked window padding (``mask_window_padding``), the
-double final norm (``head_double_norm``). Official defects fixed
-unconditionally: RoPE tables are recomputed per (H, W, scale, device) and
-never stale (the upstream GSA cache is keyed on the token count only), and
-the reduced GSA grid comes from the conv output (any input size works).
+double final norm (``head_double_norm``). Official defects fixed by default:
+RoPE tables are recomputed per (H, W, scale, device) and never stale (the
+upstream GSA cache is keyed on the token count only; ``gsa_table_cache=
+'token_count'`` restores it for an exact re-run of an official detection
+run), and the reduced GSA grid comes from the conv output (any input size
+works).
 
 .. code-block:: bibtex
 
@@ -77,6 +79,9 @@ __all__ = [
 ]
 
 Tables = Tuple[Tensor, Tensor]
+
+# which grid the GSA RoPE tables describe (``gsa_table_cache``)
+GSA_TABLE_CACHES = ('per_shape', 'token_count')
 
 # LSA window and GSA sub-sampling per stage, shared by every released size
 _TWINS_WINDOWS = dict(window_sizes=[7, 7, 7, 7], sr_ratios=[8, 4, 2, 1])
@@ -355,6 +360,19 @@ class PyramidVisionLLaMA(BaseModule):
         mask_window_padding (bool): Mask the zero padding of LSA windows
             (``False`` = official, padded keys attended to). Defaults to
             False.
+        gsa_table_cache (str): Which grid the GSA RoPE tables describe:
+
+            - ``'per_shape'``: the current (H, W) of every forward (correct;
+              multi-scale detection feeds many shapes);
+            - ``'token_count'``: the official cache, reproduced for exact
+              re-runs: each stage keeps the (H, W) its GSA query (and,
+              separately, key) tables were last built for and rebuilds them
+              only when the token count H * W (key count H * W // s**2)
+              changes, so an input with the same count but another
+              H x W gets the stale tables (and stale AS2DRoPE scale). The
+              state is one (H, W) per stage and table kind, never saved.
+
+            Defaults to ``'per_shape'``.
         drop_path_rate (float): Stochastic depth, linear from 0 over all
             blocks, on both residual branches. Defaults to 0.
         attn_drop_rate (float): Attention dropout. Defaults to 0.
@@ -417,6 +435,7 @@ class PyramidVisionLLaMA(BaseModule):
                  as_base_size: Union[int, Sequence[int]] = 14,
                  anchor_mode: str = 'height',
                  mask_window_padding: bool = False,
+                 gsa_table_cache: str = 'per_shape',
                  drop_path_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  qkv_bias: bool = True,
@@ -442,6 +461,7 @@ class PyramidVisionLLaMA(BaseModule):
         check_choice('out_type', out_type, self.OUT_TYPES)
         check_choice('gsa_key_pos', gsa_key_pos, GSA_KEY_POS)
         check_choice('anchor_mode', anchor_mode, ANCHOR_MODES)
+        check_choice('gsa_table_cache', gsa_table_cache, GSA_TABLE_CACHES)
         self.out_type = out_type
         self.out_indices = tuple(
             sorted(
@@ -456,6 +476,10 @@ class PyramidVisionLLaMA(BaseModule):
         self.auto_scale = auto_scale
         self.as_base_size = self._parse_per_stage('as_base_size', as_base_size)
         self.anchor_mode = anchor_mode
+        self.gsa_table_cache = gsa_table_cache
+        # 'token_count' only: (stage, 'q' | 'k') -> (H, W) the tables were
+        # last built for (at most 2 * num_stages entries)
+        self._gsa_built_hw: Dict[Tuple[int, str], Tuple[int, int]] = {}
         self.with_cp = with_cp
         if num_classes > 0 and not final_norm:
             raise ValueError('num_classes > 0 (the deit classifier head) '
@@ -699,19 +723,40 @@ class PyramidVisionLLaMA(BaseModule):
         rope, ws = self.ropes[stage], self.window_sizes[stage]
         tables = dict(lsa=rope.grid(ws, ws, device, scale=(1., 1.)))
         if self.depths[stage] > 1:
-            scale = (1., 1.)
-            if self.auto_scale:
-                scale = anchor_scale(H, W, self.as_base_size[stage],
-                                     self.anchor_mode)
-            tables['gsa_q'] = rope.grid(H, W, device, scale=scale)
+            s = self.sr_ratios[stage]
+            qH, qW = self._gsa_table_hw(stage, 'q', H, W, 1)
+            kH, kW = self._gsa_table_hw(stage, 'k', H, W, s)
+            tables['gsa_q'] = rope.grid(
+                qH, qW, device, scale=self._gsa_scale(stage, qH, qW))
             tables['gsa_k'] = rope.gsa_keys(
-                H,
-                W,
-                self.sr_ratios[stage],
+                kH,
+                kW,
+                s,
                 self.gsa_key_pos,
                 device,
-                scale=scale)
+                scale=self._gsa_scale(stage, kH, kW))
         return tables
+
+    def _gsa_scale(self, stage: int, H: int, W: int) -> Tuple[float, float]:
+        if not self.auto_scale:
+            return (1., 1.)
+        return anchor_scale(H, W, self.as_base_size[stage], self.anchor_mode)
+
+    def _gsa_table_hw(self, stage: int, kind: str, H: int, W: int,
+                      s: int) -> Tuple[int, int]:
+        """Grid the GSA ``kind`` tables describe (see ``gsa_table_cache``).
+
+        With ``'token_count'`` the (H, W) of the last build is kept while
+        the token count ``H * W // s**2`` is unchanged, as the official
+        per-module cache does.
+        """
+        if self.gsa_table_cache == 'per_shape':
+            return H, W
+        built = self._gsa_built_hw.get((stage, kind))
+        if built is None or built[0] * built[1] // (s * s) != H * W // (s * s):
+            built = (H, W)
+            self._gsa_built_hw[(stage, kind)] = built
+        return built
 
     def _run_block(self, block: nn.Module, x: Tensor, **kwargs) -> Tensor:
         if self.with_cp and x.requires_grad:

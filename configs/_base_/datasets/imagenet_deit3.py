@@ -1,7 +1,10 @@
 # ImageNet-1k data shared by the DeiT-III recipes of the deit-style
-# VisionLLaMA (supervised training and the 224 px fine-tunes, spec-
-# visionllama.md §8.4): pillow bicubic resizing and evaluation at crop ratio
-# 1.0 (short edge to 224, centre crop 224). Each recipe sets its train
+# VisionLLaMA (supervised training and the 224 px fine-tunes; upstream
+# deit/main_b.py + datasets.py): pillow bicubic resizing; evaluation resizes
+# the short edge to int(256 / 224 * s) and centre-crops s (the deit
+# build_transform; its --eval-crop-ratio flag is never read), here s = 224;
+# the train loader drops its last incomplete batch (625 iterations per epoch
+# at 8 x 256 with repeated augmentation). Each recipe sets its train
 # pipeline, batch sizes and train sampler.
 data_root = 'data/imagenet'
 
@@ -16,7 +19,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
         type='ResizeEdge',
-        scale=224,
+        scale=256,  # int(256 / 224 * 224)
         edge='short',
         backend='pillow',
         interpolation='bicubic'),
@@ -25,8 +28,10 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     num_workers=10,
+    drop_last=True,
     dataset=dict(type='ImageNet', data_root=data_root, split='train'),
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # seed 0 on every rank, as the deit samplers (the model seeds differ)
+    sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
 )
 val_dataloader = dict(
     num_workers=10,

@@ -1,5 +1,5 @@
 # The deit-style plain VisionLLaMA classifier of the DeiT-III recipes
-# (spec-visionllama.md §4, §8.4; upstream deit/models_v2_rope.py
+# (upstream deit/models_v2_rope.py
 # vit_llama_rope_*_patch16): layer scale 1e-4, the class token rotated at the
 # official position, its output classified by a linear head, Mixup 0.8 /
 # CutMix 1.0. The inheriting configs set arch, img_size, drop path, the head
@@ -24,10 +24,13 @@ model = dict(
         dict(type='CutMix', alpha=1.0)
     ]))
 
-# timm's optimizer factory: no weight decay on 1-D parameters (norms,
-# biases, layer scales) and on the class token
+# the deit engine (engine_b.py) autocasts to bf16 where the GPU supports it
+# (fp16 otherwise), with a GradScaler; timm's optimizer factory: no weight
+# decay on 1-D parameters (norms, biases, layer scales) and on the class
+# token
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    dtype='bfloat16',
     paramwise_cfg=dict(
         norm_decay_mult=0.,
         bias_decay_mult=0.,

@@ -1,5 +1,10 @@
-"""Optimizer wrapper constructors."""
+"""Optimizer wrapper constructors and optimizer wrappers."""
 from .layer_decay_optim_wrapper_constructor import (
     LayerDecayOptimWrapperConstructor, layer_depth_fn)
+from .skip_non_finite_optim_wrapper import (SkipNonFiniteAmpOptimWrapper,
+                                            SkipNonFiniteOptimWrapper)
 
-__all__ = ['LayerDecayOptimWrapperConstructor', 'layer_depth_fn']
+__all__ = [
+    'LayerDecayOptimWrapperConstructor', 'layer_depth_fn',
+    'SkipNonFiniteOptimWrapper', 'SkipNonFiniteAmpOptimWrapper'
+]
