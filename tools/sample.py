@@ -32,8 +32,9 @@ Examples::
         --mode ode
 
 Checkpoints are loaded with the EMA weights they hold (mmengine's
-``EMAHook`` stores them in ``state_dict``; the converters of
-``tools/model_converters`` write the official ``ema`` weights).
+``EMAHook`` stores them in ``state_dict``; the released ``.pt`` files are
+read as they are, using their ``ema`` weights, and so are the files the
+converters of ``tools/model_converters`` write).
 """
 import argparse
 import math
@@ -49,7 +50,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Sample images from a DiT-LLaMA / SiT-LLaMA model')
     parser.add_argument('config', help='model config')
-    parser.add_argument('checkpoint', help='checkpoint (or "none")')
+    parser.add_argument(
+        'checkpoint', help='checkpoint file or URL (or "none")')
     parser.add_argument('--out-dir', default=None, help='output folder')
     parser.add_argument('--num-samples', type=int, default=None)
     parser.add_argument(
@@ -124,7 +126,12 @@ def load_weights(model, path, trusted=False):
         from visionllama_mm.compat import load_checkpoint_safe
     except ImportError:
         load_checkpoint_safe = None
-    if load_checkpoint_safe is not None:
+    if path.startswith(('http://', 'https://', 'file://')):
+        # mmengine's URL loader: one download into torch's hub cache, read
+        # weights_only and converted by visionllama_mm.weights
+        from mmengine.runner.checkpoint import CheckpointLoader
+        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    elif load_checkpoint_safe is not None:
         ckpt = load_checkpoint_safe(path, map_location='cpu', trusted=trusted)
     else:
         try:
@@ -133,6 +140,9 @@ def load_weights(model, path, trusted=False):
             if not trusted:
                 raise
             ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    # an official {'model', 'ema', 'opt', 'args'} file converts here
+    from visionllama_mm.weights import convert_official_checkpoint
+    ckpt = convert_official_checkpoint(ckpt, source=path)
     state = ckpt.get('state_dict', ckpt)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith('data_preprocessor')]

@@ -10,7 +10,10 @@ mmagic) and with this package's configs. Examples::
 The metrics are printed, logged and written as JSON to
 ``<work_dir>/<timestamp>/metrics.json`` (the tool prints the path).
 The checkpoint is loaded with ``weights_only=True`` and an allow-list (see
-:mod:`visionllama_mm.compat`).
+:mod:`visionllama_mm.compat`), released layouts are converted while loading,
+and the load is strict: a checkpoint that does not fill every tensor of the
+model, or holds tensors the model does not have, is an error (see
+:mod:`visionllama_mm.weights`).
 """
 import argparse
 import inspect
@@ -27,6 +30,7 @@ from mmengine.registry import HOOKS
 # Importing the package installs safe checkpoint loading for mmengine.
 import visionllama_mm  # noqa: F401
 from visionllama_mm.compat import setup_cpu_distributed
+from visionllama_mm.weights import strict_load
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))
 if TOOLS_DIR not in sys.path:  # runner_args.py, when loaded by path
@@ -191,7 +195,8 @@ def main(argv=None):
     if args.out is not None:
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
-    metrics = runner.test()
+    with strict_load():  # a wrong checkpoint must not give chance metrics
+        metrics = runner.test()
     if is_main_process():
         path = osp.join(runner.log_dir, METRICS_FILE)
         with open(path, 'w') as f:

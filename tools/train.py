@@ -20,6 +20,7 @@ from mmengine.config import Config
 # Importing the package installs safe checkpoint loading for mmengine.
 import visionllama_mm  # noqa: F401
 from visionllama_mm.compat import setup_cpu_distributed
+from visionllama_mm.weights import check_resume_checkpoint
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))
 if TOOLS_DIR not in sys.path:  # runner_args.py, when loaded by path
@@ -89,6 +90,8 @@ def merge_args(cfg, args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        # a released / converted weights file has no epoch to resume from
+        check_resume_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
 

@@ -374,6 +374,9 @@ def _patch_mmengine_checkpoint(module) -> None:
     module.CheckpointLoader.register_scheme(
         prefixes='', loader=_mmengine_load_from_local, force=True)
     module.load_from_local = _mmengine_load_from_local
+    # Released layouts convert while loading; partial loads are errors.
+    from visionllama_mm.weights import install_official_loading
+    install_official_loading(module)
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):

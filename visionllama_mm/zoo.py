@@ -4,7 +4,9 @@
 editable install and copied into wheels) imports one ``metafile.yml`` per
 config family. This module reads it with ``modelindex`` (the library
 OpenMMLab's ``mim`` uses), lists the models and registers the mmpretrain
-ones with ``mmpretrain.get_model`` / ``list_models``.
+ones with ``mmpretrain.get_model`` / ``list_models``; their ``Weights`` are
+the released files, which load (and convert) through mmengine's checkpoint
+loading, so ``get_model(name, pretrained=True)`` gives the official model.
 
 Command line (works offline, without ``mim``)::
 
@@ -208,10 +210,10 @@ def register_mmpretrain_models(path: Optional[str] = None) -> List[str]:
         entry = dict(Name=rec['name'], Config=rec['config'])
         if rec['collection']:
             entry['In Collection'] = rec['collection']
-        # Official files that need a converter (``Metadata.Converter``)
-        # would load nothing useful: get_model(pretrained=True) then warns
-        # that there is no pre-defined checkpoint instead.
-        if rec['weights'] and not rec['metadata'].get('Converter'):
+        # The released files load as they are: mmengine's checkpoint
+        # loading converts their layout (visionllama_mm.weights), so
+        # get_model(name, pretrained=True) downloads and converts them.
+        if rec['weights']:
             entry['Weights'] = rec['weights']
         if rec['metadata']:
             entry['Metadata'] = rec['metadata']

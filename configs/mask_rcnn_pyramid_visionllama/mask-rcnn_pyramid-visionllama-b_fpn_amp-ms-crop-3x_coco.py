@@ -4,9 +4,9 @@
 # with --amp): the -S config with the -B backbone.
 _base_ = ['./mask-rcnn_pyramid-visionllama-s_fpn_amp-ms-crop-3x_coco.py']
 
-# ImageNet-1k Pyramid VisionLLaMA-B: the official deit checkpoint
-# (HF mtgv/Pyramid-VisionLLaMA-B best_checkpoint.pth) converted to a
-# tensors-only file by tools/model_converters (keys already match).
+# ImageNet-1k Pyramid VisionLLaMA-B: the official deit checkpoint (HF
+# mtgv/Pyramid-VisionLLaMA-B best_checkpoint.pth) as is, or converted by
+# tools/model_converters; loaded with the -S config's prefix='backbone.'.
 checkpoint_file = 'checkpoints/pyramid-visionllama-b_in1k.pth'
 
 model = dict(

@@ -3,9 +3,9 @@
 # -L follows it with drop path 0.3: the -S config with the -L backbone.
 _base_ = ['./mask-rcnn_pyramid-visionllama-s_fpn_amp-ms-crop-3x_coco.py']
 
-# ImageNet-1k Pyramid VisionLLaMA-L: the official deit checkpoint
-# (HF mtgv/Pyramid-VisionLLaMA-L best_checkpoint.pth) converted to a
-# tensors-only file by tools/model_converters (keys already match).
+# ImageNet-1k Pyramid VisionLLaMA-L: the official deit checkpoint (HF
+# mtgv/Pyramid-VisionLLaMA-L best_checkpoint.pth) as is, or converted by
+# tools/model_converters; loaded with the -S config's prefix='backbone.'.
 checkpoint_file = 'checkpoints/pyramid-visionllama-l_in1k.pth'
 
 model = dict(

@@ -12,9 +12,12 @@ _base_ = [
 ]
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
-# ImageNet-1k Pyramid VisionLLaMA-S: the official deit checkpoint
-# (HF mtgv/Pyramid-VisionLLaMA-S best_checkpoint.pth) converted to a
-# tensors-only file by tools/model_converters (keys already match).
+# ImageNet-1k Pyramid VisionLLaMA-S: the official deit checkpoint (HF
+# mtgv/Pyramid-VisionLLaMA-S best_checkpoint.pth, as downloaded or as its
+# URL; it is converted while loading), or the file that
+# tools/model_converters/pyramid_visionllama_to_mmpretrain.py writes. Its
+# keys start with 'backbone.'; the classifier's norm / head are dropped and
+# the dense norm_list is new.
 checkpoint_file = 'checkpoints/pyramid-visionllama-s_in1k.pth'
 
 model = dict(
@@ -30,7 +33,9 @@ model = dict(
         # for another H x W of the same count); 'token_count' reproduces
         # that for an exact re-run of the official run.
         gsa_table_cache='per_shape',
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        init_cfg=dict(
+            type='Pretrained', checkpoint=checkpoint_file,
+            prefix='backbone.')),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
 # augmentation strategy of DETR / Sparse R-CNN (the mmdet 3x ms-crop recipe)

@@ -6,9 +6,12 @@
 _base_ = ['mmseg::twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
 
-# ImageNet-1k Pyramid VisionLLaMA-S: the official deit checkpoint
-# (HF mtgv/Pyramid-VisionLLaMA-S best_checkpoint.pth) converted to a
-# tensors-only file by tools/model_converters (keys already match).
+# ImageNet-1k Pyramid VisionLLaMA-S: the official deit checkpoint (HF
+# mtgv/Pyramid-VisionLLaMA-S best_checkpoint.pth, as downloaded or as its
+# URL; it is converted while loading), or the file that
+# tools/model_converters/pyramid_visionllama_to_mmpretrain.py writes. Its
+# keys start with 'backbone.'; the classifier's norm / head are dropped and
+# the dense norm_list is new.
 checkpoint_file = 'checkpoints/pyramid-visionllama-s_in1k.pth'
 
 model = dict(
@@ -22,7 +25,9 @@ model = dict(
         norm_after_stage=True,
         auto_scale=True,
         drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)),
+        init_cfg=dict(
+            type='Pretrained', checkpoint=checkpoint_file,
+            prefix='backbone.')),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256),
     test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))

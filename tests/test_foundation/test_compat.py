@@ -242,7 +242,8 @@ class TestMMEngineLoading:
 
     def test_local_loader_is_safe(self):
         loader = CheckpointLoader._get_checkpoint_loader('/some/file.pth')
-        assert loader.__module__ == 'visionllama_mm.compat'
+        # visionllama_mm.weights wraps it with the layout conversion
+        assert loader.__wrapped__.__module__ == 'visionllama_mm.compat'
 
     def test_load_checkpoint(self, runner_checkpoint):
         from visionllama_mm_toy import ToyClassifier

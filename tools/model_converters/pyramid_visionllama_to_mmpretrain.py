@@ -17,6 +17,10 @@ safe under ``torch.load(weights_only=True)``:
 * ``--format timm``: the original names, for
   ``PyramidVisionLLaMA(num_classes=1000)`` outside OpenMMLab.
 
+The conversion lives in :func:`visionllama_mm.converters.convert_pyramid`,
+which also converts these files while loading them through mmengine
+(:mod:`visionllama_mm.weights`); this script writes converted files.
+
 Example::
 
     python tools/model_converters/pyramid_visionllama_to_mmpretrain.py \\
@@ -24,37 +28,12 @@ Example::
 """
 import argparse
 import os.path as osp
-import sys
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
-from visionllama_mm.backbones import PyramidVisionLLaMA
-from visionllama_mm.backbones.pyramid_vision_llama import checkpoint_filter_fn
 from visionllama_mm.compat import load_checkpoint_safe
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from visionllama_to_mmpretrain import WEIGHT_KEYS, extract_weights  # noqa
-
-
-def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-    """The arch zoo name whose stage widths and depths match the weights."""
-    plain = checkpoint_filter_fn(state_dict, 'timm')
-    dims = [
-        plain[f'patch_embeds.{k}.proj.weight'].shape[0] for k in range(4)
-        if f'patch_embeds.{k}.proj.weight' in plain
-    ]
-    depths = [
-        len({
-            key.split('.')[2]
-            for key in plain if key.startswith(f'blocks.{k}.')
-        }) for k in range(len(dims))
-    ]
-    for name in ('small', 'base', 'large'):
-        arch = PyramidVisionLLaMA.arch_zoo[name]
-        if arch['embed_dims'] == dims and arch['depths'] == depths:
-            return name
-    return None
+from visionllama_mm.converters import WEIGHT_KEYS, convert_pyramid
 
 
 def convert(src: str,
@@ -64,20 +43,8 @@ def convert(src: str,
             trusted: bool = False) -> dict:
     """Convert ``src`` into ``dst``; returns the written dict."""
     checkpoint = load_checkpoint_safe(src, map_location='cpu', trusted=trusted)
-    weights, source_key = extract_weights(checkpoint, key)
-    state_dict = checkpoint_filter_fn(weights, fmt)
-    if not state_dict:
-        raise ValueError(f'{src} holds no Pyramid VisionLLaMA weights')
-    meta = dict(
-        converted_from=osp.basename(src),
-        format=fmt,
-        source_key=source_key,
-        arch=str(infer_arch(state_dict)))
-    args = checkpoint.get('args')
-    if getattr(args, 'model', None) is not None:
-        meta['upstream_model'] = str(args.model)
-    if isinstance(checkpoint.get('epoch'), int):
-        meta['epoch'] = checkpoint['epoch']
+    state_dict, meta = convert_pyramid(checkpoint, fmt, key)
+    meta = dict(converted_from=osp.basename(src), **meta)
     out = dict(state_dict=state_dict, meta=meta)
     torch.save(out, dst)
     return out

@@ -612,6 +612,15 @@ class PyramidVisionLLaMA(BaseModule):
         else:
             super().init_weights()
 
+    @property
+    def checkpoint_new_keys(self) -> tuple:
+        """Tensors a pretrained checkpoint need not fill (fnmatch patterns).
+
+        ``norm_list`` (dense face) is new: the released ImageNet classifiers
+        have none. See :mod:`visionllama_mm.weights`.
+        """
+        return ('norm_list.*', ) if self.norm_list is not None else ()
+
     def _prepare_checkpoint(self, state_dict: dict, prefix: str, *args,
                             **kwargs) -> None:
         """Drop ``norm`` / ``head`` weights this face does not have.

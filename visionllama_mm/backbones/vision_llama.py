@@ -469,6 +469,16 @@ class VisionLLaMA(BaseModule):
             self._freeze_stages()
         return self
 
+    @property
+    def checkpoint_new_keys(self) -> tuple:
+        """Tensors a pretrained checkpoint need not fill (fnmatch patterns).
+
+        ``ln2``, the norm after average pooling, is new when a fine-tune
+        starts from MAE weights (which have none); see
+        :mod:`visionllama_mm.weights`.
+        """
+        return ('ln2.*', ) if self.out_type == 'avg_featmap' else ()
+
     def _drop_unused_keys(self, state_dict: dict, prefix: str, *args,
                           **kwargs) -> None:
         """Load pre-hook: drop ``pos_embed`` (and an unused class token).
