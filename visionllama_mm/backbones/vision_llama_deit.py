@@ -30,7 +30,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from visionllama_mm.layers import (LayerScaleBlock, RotaryEmbedding2D,
+from visionllama_mm.layers import (FFN_TYPES, LayerScaleBlock,
+                                   RotaryEmbedding2D, build_norm,
                                    init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
@@ -97,7 +98,12 @@ class VisionLLaMADeiT(BaseModule):
         layer_scale (float, optional): Initial layer-scale value; None
             removes ``gamma_1/2``. Defaults to 1e-4.
         qkv_bias (bool): Bias of the qkv projection. Defaults to True.
-        norm_eps (float): LayerNorm eps. Defaults to 1e-6.
+        norm_eps (float): Norm eps. Defaults to 1e-6.
+        norm_type (str): ``'LN'`` (official) or ``'RMSNorm'`` (the paper's
+            norm ablation) for every norm. Defaults to ``'LN'``.
+        ffn_type (str): ``'swiglu'`` (official, LLaMA width) or ``'mlp'``
+            (the ViT GELU MLP of width 4 C, the FFN ablation). Defaults to
+            ``'swiglu'``.
         cls_rope_pos (str | float, optional): RoPE position of the class
             token:
 
@@ -145,6 +151,8 @@ class VisionLLaMADeiT(BaseModule):
                  layer_scale: Optional[float] = 1e-4,
                  qkv_bias: bool = True,
                  norm_eps: float = 1e-6,
+                 norm_type: str = 'LN',
+                 ffn_type: str = 'swiglu',
                  cls_rope_pos: Union[None, str, float] = 'official',
                  as_anchor: Optional[float] = None,
                  anchor_mode: str = 'height',
@@ -171,7 +179,11 @@ class VisionLLaMADeiT(BaseModule):
         self.patch_size = patch_size
         self.cls_rope_pos = cls_rope_pos
         self.as_anchor = as_anchor
-        self.ffn_hidden = swiglu_hidden_dim(self.embed_dims, rule='llama')
+        check_choice('ffn_type', ffn_type, FFN_TYPES)
+        self.ffn_type = ffn_type
+        self.ffn_hidden = swiglu_hidden_dim(
+            self.embed_dims,
+            rule='llama') if ffn_type == 'swiglu' else 4 * self.embed_dims
 
         self.patch_embed = DeiTPatchEmbed(in_channels, self.embed_dims,
                                           patch_size)
@@ -190,11 +202,13 @@ class VisionLLaMADeiT(BaseModule):
                 mlp_bias=False,
                 drop_path=drop_path_rate,
                 layer_scale=layer_scale,
-                norm_eps=norm_eps) for _ in range(self.num_layers)
+                norm_eps=norm_eps,
+                norm_type=norm_type,
+                ffn_type=ffn_type) for _ in range(self.num_layers)
         ])
         self.final_norm = final_norm
-        self.norm = nn.LayerNorm(
-            self.embed_dims, eps=norm_eps) if final_norm else nn.Identity()
+        self.norm = build_norm(norm_type, self.embed_dims,
+                               norm_eps) if final_norm else nn.Identity()
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dims, num_classes) \
             if num_classes > 0 else nn.Identity()
