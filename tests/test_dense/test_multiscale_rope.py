@@ -7,12 +7,15 @@ ours must give every batch the tables of its own (H, W). Both the pyramid
 (GSA q / k with AS2DRoPE, LSA windows) and LLaMADET (global / window
 blocks) are compared with independent references written from the spec.
 """
+import ast
+import math
 import os.path as osp
 import sys
 
 import torch
 
 from visionllama_mm.backbones import LLaMADET, PyramidVisionLLaMADET
+from visionllama_mm.layers.rope import RotaryEmbedding2D, grid_coords
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'test_backbones'))
 sys.path.insert(0, osp.dirname(__file__))
@@ -59,3 +62,67 @@ def test_llamadet_multiscale_one_run():
             got = model(img[None])[0][0]
         torch.testing.assert_close(
             got.double(), backbone_ref(model, img), atol=2e-4, rtol=2e-4)
+
+
+def mask_rcnn_shapes():
+    """Padded batch shapes of the shipped Mask R-CNN multi-scale recipe.
+
+    ``ms_scales`` are read from the config file (keep-ratio resizes to a
+    short side in ``ms_scales`` with the long side <= 1333, padded to 32 by
+    the detector's data preprocessor), over aspect ratios 1 .. 2 in both
+    orientations.
+    """
+    cfg = osp.join(
+        osp.dirname(__file__), '..', '..', 'configs',
+        'mask_rcnn_pyramid_visionllama',
+        'mask-rcnn_pyramid-visionllama-s_fpn_amp-ms-crop-3x_coco.py')
+    tree = ast.parse(open(cfg).read())
+    scales = next(
+        ast.literal_eval(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and node.targets[0].id == 'ms_scales')
+    shapes = set()
+    for short, max_long in scales:
+        for ratio in torch.linspace(1, 2, 12).tolist():
+            long = min(round(short * ratio), max_long)
+            h, w = (math.ceil(v / 32) * 32 for v in (short, long))
+            shapes.update({(h, w), (w, h)})
+    return sorted(shapes)
+
+
+def test_pyramid_table_memory_is_bounded():
+    """Hundreds of input sizes: the RoPE tables held stay bounded."""
+    shapes = mask_rcnn_shapes()
+    assert len(shapes) > 200
+    model = PyramidVisionLLaMADET(
+        dict(
+            embed_dims=[16, 32, 48, 64],
+            depths=[2, 2, 2, 2],
+            num_heads=[1, 1, 1, 2],
+            window_sizes=[7] * 4,
+            sr_ratios=[8, 4, 2, 1]))
+    dev = torch.device('cpu')
+    held, unbounded = [], 0
+    for h, w in shapes:
+        hw = (h // 4, w // 4)
+        for k in range(4):
+            tables = model.stage_tables(k, hw, dev)
+            unbounded += sum(t.numel() * 4 for name in ('gsa_q', 'gsa_k')
+                             for t in tables[name])
+            hw = (hw[0] // 2, hw[1] // 2)
+        held.append(sum(r.cache_nbytes() for r in model.ropes))
+    # at most cache_size entries per stage, each no larger than the
+    # largest input's tables
+    h, w = max(shapes, key=lambda s: s[0] * s[1])
+    largest = sum(
+        RotaryEmbedding2D(r.head_dim).tables(
+            grid_coords(h // 4 >> k, w // 4 >> k))[0].numel() * 8
+        for k, r in enumerate(model.ropes))
+    assert all(len(r._cache) <= r.cache_size for r in model.ropes)
+    assert max(held) <= model.ropes[0].cache_size * largest
+    assert max(held) * 20 < unbounded  # what a never-evicting cache held
+    # a size used again after eviction gets exact, freshly built tables
+    h, w = shapes[0]
+    k_tables = model.stage_tables(0, (h // 4, w // 4), dev)['gsa_q']
+    fresh = RotaryEmbedding2D(16).tables(
+        grid_coords(h // 4, w // 4) * (14 / (h // 4)))
+    torch.testing.assert_close(k_tables, fresh)

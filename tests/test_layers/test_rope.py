@@ -97,7 +97,11 @@ def test_golden_layout():
     torch.testing.assert_close(
         rope_frequencies(8, 1e4), torch.tensor([1., 0.01]))
     cos, sin = rope.tables(torch.tensor([[3., 5.]]))
-    angles = torch.atan2(sin, cos)[0, 0::2]
+    # both channels of a pair share the angle; the sin table carries the
+    # rotation's sign, (-sin phi, sin phi)
+    torch.testing.assert_close(cos[:, 0::2], cos[:, 1::2])
+    torch.testing.assert_close(sin[:, 0::2], -sin[:, 1::2])
+    angles = torch.atan2(sin[:, 1::2], cos[:, 0::2])[0]
     torch.testing.assert_close(
         angles,
         torch.tensor([3., 5., .03, .05]) -
@@ -283,3 +287,48 @@ def test_attention_fused_equals_manual():
         scaled_dot_product(q, k, v, fused=False),
         atol=1e-5,
         rtol=1e-5)
+
+
+def test_cache_is_a_bounded_lru():
+    rope = RotaryEmbedding2D(8, cache_size=2)
+    a = rope.grid(2, 3)
+    rope.grid(3, 2)
+    assert rope.grid(2, 3) is a  # a hit refreshes the entry
+    rope.grid(4, 4)  # evicts (3, 2), the least recently used
+    assert [k[1:3] for k in rope._cache] == [(2, 3), (4, 4)]
+    assert rope.cache_nbytes() == 2 * 4 * 8 * (6 + 16)
+    torch.testing.assert_close(rope.grid(3, 2), rope.tables(grid_coords(3, 2)))
+    off = RotaryEmbedding2D(8, cache_size=0)
+    off.grid(2, 3)
+    assert len(off._cache) == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='cache_size'):
+            RotaryEmbedding2D(8, cache_size=bad)
+
+
+def test_inference_mode_tables_serve_training():
+    rope = RotaryEmbedding2D(8)
+    with torch.inference_mode():
+        cos, sin = rope.grid(2, 3)
+        apply_rope(torch.randn(1, 1, 6, 8), cos, sin)
+    assert not cos.is_inference()
+    x = torch.randn(1, 1, 6, 8, requires_grad=True)
+    tables = rope.grid(2, 3)  # the same entry, usable by autograd
+    assert tables[0] is cos and len(rope._cache) == 1
+    apply_rope(x, *tables).square().sum().backward()
+    assert x.grad is not None
+
+
+def test_rotation_is_real_valued():
+    """The rotation adds no complex tensors to a traced graph."""
+    rope = RotaryEmbedding2D(8)
+    x = torch.randn(1, 2, 6, 8)
+    graph = torch.jit.trace(lambda t: apply_rope(t, *rope.grid(2, 3)),
+                            (x, )).graph
+    kinds = {n.kind() for n in graph.nodes()}
+    assert not {k for k in kinds if 'complex' in k}
+    for n in graph.nodes():
+        for out in n.outputs():
+            t = out.type()
+            if isinstance(t, torch._C.TensorType) and t.scalarType():
+                assert 'Complex' not in t.scalarType()
