@@ -392,6 +392,12 @@ class PyramidVisionLLaMA(BaseModule):
             "wols" models have them too); None disables. Defaults to 1e-4.
         norm_eps (float): eps of every LayerNorm. Defaults to 1e-5.
         rope_base (float): RoPE base. Defaults to 10000.
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         use_rope (bool): Rotate queries and keys by 2D RoPE (official).
             False leaves attention position-free, e.g. with only a
             ``pos_embed_type`` (ablation). Defaults to True.
@@ -470,6 +476,7 @@ class PyramidVisionLLaMA(BaseModule):
                  layer_scale: Optional[float] = 1e-4,
                  norm_eps: float = 1e-5,
                  rope_base: float = 10000.,
+                 rope_cfg: Optional[dict] = None,
                  use_rope: bool = True,
                  pos_embed_type: Optional[str] = None,
                  img_size: Union[int, Sequence[int]] = 224,
@@ -581,7 +588,10 @@ class PyramidVisionLLaMA(BaseModule):
 
         # RoPE tables only (no parameters, nothing in the state_dict)
         self.ropes = nn.ModuleList([
-            RotaryEmbedding2D(d // h, base=rope_base)
+            RotaryEmbedding2D(
+                d // h,
+                base=rope_base,
+                **dict(dict(num_heads=h), **(rope_cfg or {})))
             for d, h in zip(self.embed_dims, self.num_heads)
         ])
 

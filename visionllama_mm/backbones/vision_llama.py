@@ -291,6 +291,12 @@ class VisionLLaMA(BaseModule):
             ``'per_axis'`` (x by ``B / W``, y by ``B / H``). Defaults to
             ``'height'``.
         rope_base (float): RoPE base. Defaults to 10000.
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         with_cp (bool): Gradient checkpointing of every block. Defaults to
             False.
         layer_cfgs (dict | Sequence[dict]): Extra keyword arguments of the
@@ -339,6 +345,7 @@ class VisionLLaMA(BaseModule):
                  as_anchor: Optional[float] = None,
                  anchor_mode: str = 'height',
                  rope_base: float = 10000.,
+                 rope_cfg: Optional[dict] = None,
                  with_cp: bool = False,
                  layer_cfgs: Union[dict, Sequence[dict]] = dict(),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
@@ -389,7 +396,8 @@ class VisionLLaMA(BaseModule):
             self.head_dim,
             base=rope_base,
             anchor=as_anchor,
-            anchor_mode=anchor_mode)
+            anchor_mode=anchor_mode,
+            **dict(dict(num_heads=self.num_heads), **(rope_cfg or {})))
         self.as_anchor = as_anchor
 
         self.out_indices = parse_out_indices(out_indices, self.num_layers)

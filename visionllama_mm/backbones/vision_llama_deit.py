@@ -119,6 +119,13 @@ class VisionLLaMADeiT(BaseModule):
             to None (no scaling).
         anchor_mode (str): ``'height'`` (official) or ``'per_axis'``.
             Defaults to ``'height'``.
+        rope_base (float): RoPE base. Defaults to 10000.
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         frozen_stages (int): Freeze the patch embedding, the class token and
             the first ``frozen_stages`` blocks (``norm`` too when all are
             frozen). Defaults to -1.
@@ -156,6 +163,8 @@ class VisionLLaMADeiT(BaseModule):
                  cls_rope_pos: Union[None, str, float] = 'official',
                  as_anchor: Optional[float] = None,
                  anchor_mode: str = 'height',
+                 rope_base: float = 10000.,
+                 rope_cfg: Optional[dict] = None,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
@@ -190,8 +199,10 @@ class VisionLLaMADeiT(BaseModule):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.rope = RotaryEmbedding2D(
             self.embed_dims // self.num_heads,
+            base=rope_base,
             anchor=as_anchor,
-            anchor_mode=anchor_mode)
+            anchor_mode=anchor_mode,
+            **dict(dict(num_heads=self.num_heads), **(rope_cfg or {})))
         self.out_indices = parse_out_indices(out_indices, self.num_layers)
         self.blocks = nn.ModuleList([
             LayerScaleBlock(

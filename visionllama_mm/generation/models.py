@@ -246,6 +246,12 @@ class DiTLLaMA(nn.Module):
             absolute positions, GELU MLP, LayerNorm adaLN-Zero, the same
             parameter names as DiT's ``models.py`` except the position table
             (a buffer here).
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         grad_checkpointing (bool): Recompute blocks in backward to save
             memory. Defaults to False.
     """
@@ -265,6 +271,7 @@ class DiTLLaMA(nn.Module):
                  add_pos_embed: bool = False,
                  ffn_type: str = 'swiglu',
                  use_rope: bool = True,
+                 rope_cfg: Optional[dict] = None,
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
         if cfg_channels is None:
@@ -299,7 +306,9 @@ class DiTLLaMA(nn.Module):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size,
                                         class_dropout_prob)
         # No added position embedding: 2D RoPE on the token grid instead.
-        self.rope = RotaryEmbedding2D(hidden_size // num_heads, rope_base)
+        self.rope = RotaryEmbedding2D(
+            hidden_size // num_heads, rope_base,
+            **dict(dict(num_heads=num_heads), **(rope_cfg or {})))
         self.blocks = nn.ModuleList(
             [LLaMABlock(hidden_size, num_heads, ffn_type) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size,
