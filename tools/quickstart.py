@@ -132,8 +132,9 @@ def print_table(rows, train_size: int, grid: int, checkpoints) -> None:
     for ckpt in checkpoints:
         print(f'  {ckpt}')
     print(f'trained at {train_size} px ({grid}x{grid} tokens); AS2DRoPE '
-          f'anchor = {grid} tokens; learned-pe-bicubic = ViT with its '
-          'learned table resized bicubically\n')
+          f'anchor = {grid} tokens; rope = VisionLLaMA with plain 2D RoPE; '
+          'learned-pe-bicubic = ViT with its learned table resized '
+          'bicubically\n')
     print(format_table(rows))
     print(flush=True)
 
@@ -156,7 +157,7 @@ def main():
             load_config(args.vit_config, vit_dir), ckpts[-1], args.scales,
             ['learned-pe-bicubic'])
     ckpts.append(find_checkpoint(args.work_dir))
-    rows += evaluate(cfg, ckpts[-1], args.scales, ['2d-rope', 'as2drope'])
+    rows += evaluate(cfg, ckpts[-1], args.scales, ['rope', 'as2drope'])
     bb = cfg.model.backbone
     print_table(rows, bb.img_size, bb.img_size // bb.patch_size, ckpts)
     print(f'[quickstart] total time {time.time() - start:.0f} s')

@@ -22,8 +22,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-from visionllama_mm.analysis.resolution import (format_table, plot_sweep,
-                                                sweep)
+from visionllama_mm.analysis.resolution import format_table, plot_sweep, sweep
 
 
 def parse_args(argv=None):

@@ -8,10 +8,13 @@ mmpretrain ``ImageClassifier`` config at several test sizes under each
 *evaluation-time* position scheme that applies to its backbone
 (:func:`position_variants`), without retraining:
 
-* plain VisionLLaMA (``VisionLLaMA``, ``VisionLLaMADeiT``): ``'2d-rope'``
-  (raw positions), ``'as2drope'`` (``as_anchor`` = training grid height,
-  official isotropic factor) and ``'as2drope-per-axis'``;
-* pyramid VisionLLaMA: ``'2d-rope'`` and ``'as2drope'`` (``auto_scale`` with
+* plain VisionLLaMA (``VisionLLaMA``, ``VisionLLaMADeiT``): ``'rope'``
+  (raw positions: they extrapolate past the training grid; 2D, 1D or mixed
+  RoPE as the checkpoint was trained), ``'as2drope'`` (``as_anchor`` =
+  training grid height, official isotropic factor),
+  ``'as2drope-per-axis'`` and ``'ntk'`` (NTK-aware base with
+  ``ntk_alpha`` = test size / training size; not for learned mixed RoPE);
+* pyramid VisionLLaMA: ``'rope'`` and ``'as2drope'`` (``auto_scale`` with
   the training grid of every stage as anchor);
 * mmpretrain ViTs (``VisionTransformer``, ``DeiT3``,
   ``DistilledVisionTransformer``): ``'learned-pe-bicubic'`` (DeiT's
@@ -37,8 +40,8 @@ PLAIN_TYPES = ('VisionLLaMA', 'VisionLLaMADeiT')
 PYRAMID_TYPES = ('PyramidVisionLLaMA', 'PyramidVisionLLaMADET')
 VIT_TYPES = ('VisionTransformer', 'DeiT3', 'DistilledVisionTransformer')
 # transforms whose size follows the test resolution: type -> size keys
-SIZE_KEYS = dict(Resize=('scale', ), ResizeEdge=('scale', ),
-                 CenterCrop=('crop_size', ))
+SIZE_KEYS = dict(
+    Resize=('scale', ), ResizeEdge=('scale', ), CenterCrop=('crop_size', ))
 
 
 def backbone_kind(backbone_cfg: dict) -> str:
@@ -53,8 +56,7 @@ def backbone_kind(backbone_cfg: dict) -> str:
     return 'other'
 
 
-def position_variants(backbone_cfg: dict,
-                      train_size: int) -> Dict[str, dict]:
+def position_variants(backbone_cfg: dict, train_size: int) -> Dict[str, dict]:
     """Evaluation-time position schemes of a backbone config.
 
     Args:
@@ -62,17 +64,28 @@ def position_variants(backbone_cfg: dict,
         train_size (int): Training resolution in pixels.
 
     Returns:
-        dict: Variant name -> backbone config overrides. The first entry is
-        the scheme the checkpoint was trained with at ``train_size``.
+        dict: Variant name -> backbone config overrides, or a function of
+        the test scale (test size / ``train_size``) returning them. The
+        first entry is the scheme the checkpoint was trained with.
     """
     kind = backbone_kind(backbone_cfg)
     if kind == 'plain':
         grid = train_size // backbone_cfg.get('patch_size', 16)
-        return {
-            '2d-rope': dict(as_anchor=None),
+        rope_cfg = dict(backbone_cfg.get('rope_cfg') or {})
+        out = {
+            'rope': dict(as_anchor=None),
             'as2drope': dict(as_anchor=grid, anchor_mode='height'),
             'as2drope-per-axis': dict(as_anchor=grid, anchor_mode='per_axis'),
         }
+        if rope_cfg.get('mode', '2d') != 'mixed':
+
+            def ntk(scale: float) -> dict:
+                return dict(
+                    as_anchor=None,
+                    rope_cfg=dict(rope_cfg, ntk_alpha=max(scale, 1.)))
+
+            out['ntk'] = ntk
+        return out
     if kind == 'pyramid':
         arch = backbone_cfg.get('arch', 'base')
         patch_sizes = (4, 2, 2, 2)
@@ -83,7 +96,7 @@ def position_variants(backbone_cfg: dict,
             g //= p
             grids.append(max(g, 1))
         return {
-            '2d-rope': dict(auto_scale=False),
+            'rope': dict(auto_scale=False),
             'as2drope': dict(auto_scale=True, as_base_size=grids),
         }
     if kind == 'vit':
@@ -105,7 +118,8 @@ def pipeline_size(pipeline: Sequence[dict]) -> Optional[int]:
     return size
 
 
-def scale_pipeline(pipeline: Sequence[dict], factor: float,
+def scale_pipeline(pipeline: Sequence[dict],
+                   factor: float,
                    multiple: int = 1) -> List[dict]:
     """A copy of ``pipeline`` whose sizes are multiplied by ``factor``.
 
@@ -153,7 +167,11 @@ def top1(model, dataloader) -> float:
 
 
 def build_classifier(cfg, state_dict: dict, overrides: dict):
-    """Build ``cfg.model`` with backbone ``overrides``, load, eval mode."""
+    """Build ``cfg.model`` with backbone ``overrides``, load, eval mode.
+
+    Overrides replace backbone keys (a ``rope_cfg`` override replaces the
+    whole dict: :func:`position_variants` merges it).
+    """
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     model_cfg = deepcopy(cfg.model)
@@ -201,8 +219,8 @@ def sweep(cfg,
     """
     from mmengine.runner import Runner
 
-    from visionllama_mm.compat import load_checkpoint_safe
     import visionllama_mm.datasets  # noqa: F401 (registers our datasets)
+    from visionllama_mm.compat import load_checkpoint_safe
     bb = cfg.model.backbone
     pipeline = cfg.test_dataloader.dataset.pipeline
     if train_size is None:
@@ -221,29 +239,37 @@ def sweep(cfg,
         sizes = [int(round(train_size * s)) for s in scales]
     state = load_checkpoint_safe(checkpoint)
     state = state.get('state_dict', state)
-    models = {n: build_classifier(cfg, state, table[n]) for n in names}
+    models = {
+        n: build_classifier(cfg, state, table[n])
+        for n in names if not callable(table[n])
+    }
     rows = []
     for size in sizes:
         loader_cfg = deepcopy(cfg.test_dataloader)
         loader_cfg.num_workers = 0
         loader_cfg.persistent_workers = False
-        loader_cfg.dataset.pipeline = scale_pipeline(
-            pipeline, size / train_size, stride)
+        loader_cfg.dataset.pipeline = scale_pipeline(pipeline,
+                                                     size / train_size, stride)
         real = pipeline_size(loader_cfg.dataset.pipeline) or size
         loader = Runner.build_dataloader(loader_cfg)
         if max_batches is not None:
             loader = [b for _, b in zip(range(max_batches), loader)]
         for n in names:
+            model = models.get(n)
+            if model is None:  # overrides that depend on the test scale
+                model = build_classifier(cfg, state,
+                                         table[n](real / train_size))
             rows.append(
                 dict(
                     size=real,
                     scale=real / train_size,
                     variant=n,
-                    top1=top1(models[n], loader)))
+                    top1=top1(model, loader)))
     return rows
 
 
-def format_table(rows: Sequence[dict], value: str = 'top1',
+def format_table(rows: Sequence[dict],
+                 value: str = 'top1',
                  spread: Optional[str] = None) -> str:
     """Markdown table: one row per size, one column per variant.
 
@@ -252,8 +278,10 @@ def format_table(rows: Sequence[dict], value: str = 'top1',
     variants = list(dict.fromkeys(r['variant'] for r in rows))
     sizes = list(dict.fromkeys(r['size'] for r in rows))
     cell = {(r['size'], r['variant']): r for r in rows}
-    lines = ['| input | ' + ' | '.join(variants) + ' |',
-             '|---' * (len(variants) + 1) + '|']
+    lines = [
+        '| input | ' + ' | '.join(variants) + ' |',
+        '|---' * (len(variants) + 1) + '|'
+    ]
     for size in sizes:
         scale = next(r['scale'] for r in rows if r['size'] == size)
         vals = []
@@ -287,8 +315,12 @@ def plot_sweep(rows: Sequence[dict],
         ys = [r[value] for r in pts]
         if spread:
             ax.errorbar(
-                xs, ys, yerr=[r[spread] for r in pts], marker='o',
-                capsize=3, label=v)
+                xs,
+                ys,
+                yerr=[r[spread] for r in pts],
+                marker='o',
+                capsize=3,
+                label=v)
         else:
             ax.plot(xs, ys, marker='o', label=v)
     ax.set_xlabel('test resolution (px)')

@@ -12,9 +12,9 @@ keys are rotated by 2D RoPE: window-local coordinates in LSA; in GSA the
 queries at their grid positions and the sub-sampled keys at the positions
 they summarise (``gsa_key_pos``). There is no class token, no absolute
 position embedding and no conditional position encoding (both exist as
-switches for the paper's ablation: ``pos_embed_type``, ``use_rope``). Numerics follow
-``spec-visionllama.md`` §5; the attribute names follow the released
-checkpoints (§7.2), so ``patch_embeds``, ``blocks.{k}.{j}``, ``norm``,
+switches for the paper's ablation: ``pos_embed_type``, ``use_rope``).
+Numerics follow ``spec-visionllama.md`` §5; the attribute names follow the
+released checkpoints (§7.2), so ``patch_embeds``, ``blocks.{k}.{j}``, ``norm``,
 ``head`` and ``norm_list`` load without renaming.
 
 One class serves every face:
@@ -75,8 +75,7 @@ from .vision_llama import parse_out_indices, tokens_to_featmap
 
 __all__ = [
     'PatchEmbed', 'GroupAttention', 'GSAttention', 'PosConv',
-    'PyramidVisionLLaMA',
-    'PyramidVisionLLaMADET', 'checkpoint_filter_fn'
+    'PyramidVisionLLaMA', 'PyramidVisionLLaMADET', 'checkpoint_filter_fn'
 ]
 
 Tables = Tuple[Tensor, Tensor]
@@ -787,8 +786,8 @@ class PyramidVisionLLaMA(BaseModule):
                 scale=scale)
         return tables
 
-    def resized_pos_embed(self, stage: int,
-                          hw_shape: Tuple[int, int]) -> Tensor:
+    def resized_pos_embed(self, stage: int, hw_shape: Tuple[int,
+                                                            int]) -> Tensor:
         """Stage ``stage``'s learned embedding on an (H, W) grid (1, N, C).
 
         Bicubic resize (``align_corners=False``) of the table built for

@@ -19,9 +19,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from visionllama_mm.layers import (FFN_TYPES, RoPEAttention,
-                                   RotaryEmbedding2D, build_ffn,
-                                   swiglu_hidden_dim)
+from visionllama_mm.layers import (FFN_TYPES, RoPEAttention, RotaryEmbedding2D,
+                                   build_ffn, swiglu_hidden_dim)
 from visionllama_mm.utils import check_choice
 
 __all__ = [
@@ -154,12 +153,17 @@ class LLaMABlock(nn.Module):
             hidden_size, elementwise_affine=False, eps=1e-6)
         if ffn_type == 'swiglu':
             # upstream LLaMAMLP: ceil256(floor(2 * 4D / 3)), the LLaMA rule
-            self.mlp = build_ffn('swiglu', hidden_size,
-                                 swiglu_hidden_dim(hidden_size, 'llama'),
-                                 bias=False)
+            self.mlp = build_ffn(
+                'swiglu',
+                hidden_size,
+                swiglu_hidden_dim(hidden_size, 'llama'),
+                bias=False)
         else:
             self.mlp = build_ffn(
-                ffn_type, hidden_size, 4 * hidden_size, bias=True,
+                ffn_type,
+                hidden_size,
+                4 * hidden_size,
+                bias=True,
                 act='gelu_tanh')
         self.adaLN_modulation = nn.Sequential(
             nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
@@ -309,8 +313,9 @@ class DiTLLaMA(nn.Module):
         self.rope = RotaryEmbedding2D(
             hidden_size // num_heads, rope_base,
             **dict(dict(num_heads=num_heads), **(rope_cfg or {})))
-        self.blocks = nn.ModuleList(
-            [LLaMABlock(hidden_size, num_heads, ffn_type) for _ in range(depth)])
+        self.blocks = nn.ModuleList([
+            LLaMABlock(hidden_size, num_heads, ffn_type) for _ in range(depth)
+        ])
         self.final_layer = FinalLayer(hidden_size, patch_size,
                                       self.out_channels)
         self.initialize_weights()

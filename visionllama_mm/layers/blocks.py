@@ -100,8 +100,8 @@ class VisionLLaMABlock(nn.Module):
         self.ln1 = build_norm(norm_type, dim, eps=norm_eps)
         self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias)
         self.ln2 = build_norm(norm_type, dim, eps=norm_eps)
-        self.ffn = build_ffn(ffn_type, dim, ffn_hidden, bias=True,
-                             layout='fused')
+        self.ffn = build_ffn(
+            ffn_type, dim, ffn_hidden, bias=True, layout='fused')
         self.drop_path = DropPath(drop_path)
         self.ffn_drop_path = DropPath(drop_path if ffn_drop_path else 0.)
 

@@ -316,9 +316,10 @@ def raster_frequencies(head_dim: int,
 def raster_coords(coords: Tensor, row_len: float) -> Tensor:
     """(x, y) -> (n, 0) with the raster index ``n = y * row_len + x``.
 
-    ``row_len`` is the coordinate span of one grid row (W for integer
-    positions; scaled with the coordinates under AS2DRoPE), so the tokens
-    of an H x W grid get n = 0 .. H W - 1 and the official class token
+    ``row_len`` is the grid width W in units of the x step per unit of y
+    (W for integer or uniformly strided / scaled positions, ``W s_x / s_y``
+    with per-axis AS2DRoPE factors), so the tokens of an H x W grid get
+    n = 0 .. H W - 1 (times the step or scale) and the official class token
     (W - 1, -1) gets n = -1.
     """
     n = coords[..., 1] * row_len + coords[..., 0]
@@ -543,8 +544,8 @@ class RotaryEmbedding2D(nn.Module):
                              f'(learned frequencies), got {ntk_alpha!r}')
         self.mode = mode
         self.ratio = float(ratio)
-        self.per_head = (mode == 'mixed') if per_head is None else bool(
-            per_head)
+        self.per_head = (mode
+                         == 'mixed') if per_head is None else bool(per_head)
         self.num_heads = num_heads
         self.ntk_alpha = float(ntk_alpha)
         channels = rotated // 2 if mode == '2d' else rotated
@@ -552,9 +553,8 @@ class RotaryEmbedding2D(nn.Module):
         self.learnable = mode == 'mixed'
         if self.learnable:
             self.freqs = nn.Parameter(
-                mixed_frequencies(head_dim,
-                                  num_heads if self.per_head else 1, base,
-                                  ratio))
+                mixed_frequencies(head_dim, num_heads if self.per_head else 1,
+                                  base, ratio))
         if not isinstance(cache_size, int) or isinstance(
                 cache_size, bool) or cache_size < 0:
             raise ValueError('cache_size must be an int >= 0, got '
@@ -692,7 +692,8 @@ class RotaryEmbedding2D(nn.Module):
                     cls = cls * scale_xy
                 coords = torch.cat([cls, coords])
             if self.mode == '1d':
-                coords = raster_coords(coords, width * step * sx)
+                # n = s (y W + x): y is already scaled (by s_y)
+                coords = raster_coords(coords, width * sx / sy)
             return coords
 
         return self._cached(
@@ -715,7 +716,7 @@ class RotaryEmbedding2D(nn.Module):
             coords = gsa_key_coords(height, width, sr_ratio, mode, device)
             coords = coords * torch.tensor([sx, sy], device=device)
             if self.mode == '1d':  # keys on the raster of the query grid
-                coords = raster_coords(coords, width * sx)
+                coords = raster_coords(coords, width * sx / sy)
             return coords
 
         return self._cached(
