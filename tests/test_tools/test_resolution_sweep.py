@@ -46,8 +46,8 @@ def test_variants_per_backbone():
 
 def test_mmpretrain_deit_config_pipeline():
     """mmpretrain's own DeiT config: its ViT and its ImageNet pipeline."""
-    from mmengine.config import Config
-    cfg = Config.fromfile('mmpretrain::deit/deit-tiny_4xb256_in1k.py')
+    from mmengine.hub import get_config
+    cfg = get_config('mmpretrain::deit/deit-tiny_4xb256_in1k.py')
     bb = cfg.model.backbone
     assert backbone_kind(bb) == 'vit'
     pipeline = cfg.test_dataloader.dataset.pipeline

@@ -27,7 +27,10 @@ from visionllama_mm.analysis.resolution import format_table, plot_sweep, sweep
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='classification config')
+    parser.add_argument(
+        'config',
+        help='classification config (a path, or e.g. '
+        'mmpretrain::deit/deit-tiny_4xb256_in1k.py)')
     parser.add_argument('checkpoint', help='checkpoint of that config')
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
@@ -65,7 +68,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    if '::' in args.config:  # e.g. mmpretrain::deit/deit-tiny_...py
+        from mmengine.hub import get_config
+        cfg = get_config(args.config)
+    else:
+        cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     rows = sweep(
@@ -76,7 +83,7 @@ def main(argv=None):
         variants=args.variants,
         train_size=args.train_size,
         max_batches=args.max_batches)
-    name = osp.splitext(osp.basename(args.config))[0]
+    name = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
     print(f'\nHeld-out top-1 (%) of {args.checkpoint}\n')
     print(format_table(rows))
     os.makedirs(args.out_dir, exist_ok=True)
