@@ -259,9 +259,12 @@ def ntk_base(base: float, alpha: float, channels: int) -> float:
     return float(base) * float(alpha)**(channels / (channels - 2))
 
 
-def _pad_pairs(freqs: Tensor, total: int) -> Tensor:
-    """Zero frequencies for the non-rotated tail (partial RoPE)."""
-    pad = total - freqs.shape[-1]
+def _pad_pairs(freqs: Tensor, pad: int) -> Tensor:
+    """``pad`` zero frequencies for the non-rotated tail (partial RoPE).
+
+    ``pad`` is a Python int (from the constructor's sizes), so tracing sees
+    no data-dependent branch.
+    """
     if pad == 0:
         return freqs
     return torch.cat([freqs, freqs.new_zeros(*freqs.shape[:-1], pad)], -1)
@@ -289,7 +292,7 @@ def axis_frequencies(head_dim: int,
     m = torch.arange(rotated // 4, dtype=torch.float32, device=device)
     h = torch.arange(num_heads, dtype=torch.float32, device=device)
     shift = (m[None] + h[:, None] / num_heads)  # (heads, r / 4)
-    return _pad_pairs(base**(-4. * shift / rotated), head_dim // 4)
+    return _pad_pairs(base**(-4. * shift / rotated), (head_dim - rotated) // 4)
 
 
 def raster_frequencies(head_dim: int,
@@ -310,7 +313,7 @@ def raster_frequencies(head_dim: int,
     j = torch.arange(rotated // 2, dtype=torch.float32, device=device)
     h = torch.arange(num_heads, dtype=torch.float32, device=device)
     shift = j[None] + h[:, None] / num_heads
-    return _pad_pairs(base**(-2. * shift / rotated), head_dim // 2)
+    return _pad_pairs(base**(-2. * shift / rotated), (head_dim - rotated) // 2)
 
 
 def raster_coords(coords: Tensor, row_len: float) -> Tensor:
@@ -347,7 +350,7 @@ def mixed_frequencies(head_dim: int,
     fx = torch.cat([mag * torch.cos(a), mag * torch.cos(a + math.pi / 2)], -1)
     fy = torch.cat([mag * torch.sin(a), mag * torch.sin(a + math.pi / 2)], -1)
     freqs = torch.stack([fx, fy])  # (2, heads, r / 2)
-    return _pad_pairs(freqs, head_dim // 2)
+    return _pad_pairs(freqs, (head_dim - rotated) // 2)
 
 
 def mixed_angles(coords: Tensor, freqs: Tensor) -> Tensor:
