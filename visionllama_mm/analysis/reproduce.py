@@ -120,7 +120,7 @@ MAE_VARIANTS = {
                 feedforward_channels=256),
             img_size=28,
             patch_size=4,
-            in_channels=1,
+            patch_cfg=dict(in_channels=1),  # MAEViT has no in_channels
             mask_ratio=0.75)
     }),
 }
