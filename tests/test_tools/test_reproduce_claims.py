@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from visionllama_mm.analysis.reproduce import (ABLATIONS, CLAIMS, run_claim,
-                                               summarise)
+from visionllama_mm.analysis.reproduce import (ABLATIONS, CLAIMS,
+                                               RESOLUTION_VARIANTS, run_claim,
+                                               run_dir_name, summarise)
 
 pytest.importorskip('mmpretrain')
 pytest.importorskip('mlxtend')
@@ -57,8 +58,9 @@ def test_resolution_quick(tmp_path):
         assert at1[('visionllama-2d-rope / ntk', seed)] == base
     assert '±' in text and 'Convergence' in text
     # a second call reuses the finished runs
-    mtime = (tmp_path / 'runs' / 'visionllama-2d-rope_seed0' /
-             'result.json').stat().st_mtime
+    done = sorted(tmp_path.glob('runs/*/result.json'))
+    assert len(done) == 4
+    mtimes = [p.stat().st_mtime for p in done]
     run_claim(
         'resolution',
         str(tmp_path),
@@ -66,13 +68,34 @@ def test_resolution_quick(tmp_path):
         scales=(1., ),
         variants=['visionllama-2d-rope'],
         **QUICK)
-    assert (tmp_path / 'runs' / 'visionllama-2d-rope_seed0' /
-            'result.json').stat().st_mtime == mtime
+    assert [
+        p.stat().st_mtime for p in sorted(tmp_path.glob('runs/*/result.json'))
+    ] == mtimes
+
+
+def test_shared_baseline_runs():
+    """Every ablation's official variant is the resolution claim's 2D RoPE
+    model: one run folder (trained once when claims share a runs folder)."""
+    names = {run_dir_name(*RESOLUTION_VARIANTS['visionllama-2d-rope'], 0, 12)}
+    for variants in ABLATIONS.values():
+        official = next(v for k, v in variants.items() if 'official' in k)
+        names.add(run_dir_name(*official, 0, 12))
+    assert len(names) == 1
+    other = run_dir_name(*ABLATIONS['ablation-norm']['rmsnorm'], 0, 12)
+    assert other not in names
+    assert run_dir_name(*RESOLUTION_VARIANTS['visionllama-2d-rope'], 1,
+                        12) not in names
+
+
+@pytest.fixture(scope='module')
+def shared_runs(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('runs'))
 
 
 @pytest.mark.parametrize('claim', sorted(ABLATIONS) + ['mae'])
-def test_claim_quick(tmp_path, claim):
-    text = run_claim(claim, str(tmp_path), seeds=(0, ), **QUICK)
+def test_claim_quick(tmp_path, claim, shared_runs):
+    text = run_claim(
+        claim, str(tmp_path), seeds=(0, ), runs_dir=shared_runs, **QUICK)
     assert (tmp_path / f'{claim}.md').read_text().strip() == text.strip()
     assert (tmp_path / f'{claim}.png').is_file()
     variants = ABLATIONS.get(claim, {'visionllama-mae': 0, 'vit-mae': 0})

@@ -30,7 +30,10 @@ def parse_args(argv=None):
     parser.add_argument('claim', choices=list(CLAIMS) + ['all'])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument(
-        '--work-dir', help='output folder (default: work_dirs/claims/<claim>)')
+        '--work-dir',
+        help='output folder (default: work_dirs/claims/<claim>, the '
+        'training runs of every claim in work_dirs/claims/runs; with `all`: '
+        '<work-dir>/<claim> and <work-dir>/runs)')
     parser.add_argument(
         '--epochs', type=int, help='override the epochs (quick checks)')
     parser.add_argument(
@@ -66,10 +69,13 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     claims = CLAIMS if args.claim == 'all' else [args.claim]
     texts = []
+    if args.work_dir and len(claims) == 1:
+        root, runs_dir = None, osp.join(args.work_dir, 'runs')
+    else:  # one runs folder for every claim: the baseline trains once
+        root = args.work_dir or 'work_dirs/claims'
+        runs_dir = osp.join(root, 'runs')
     for claim in claims:
-        work_dir = (
-            args.work_dir if args.work_dir and len(claims) == 1 else osp.join(
-                args.work_dir or 'work_dirs/claims', claim))
+        work_dir = osp.join(root, claim) if root else args.work_dir
         start = time.time()
         text = run_claim(
             claim,
@@ -79,7 +85,8 @@ def main(argv=None):
             train_images=args.train_images,
             scales=args.scales,
             variants=args.variants,
-            test_images=args.test_images)
+            test_images=args.test_images,
+            runs_dir=runs_dir)
         print('\n' + text + '\n')
         print(
             f'[reproduce] {claim}: {(time.time() - start) / 60:.1f} min, '

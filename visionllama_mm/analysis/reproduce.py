@@ -19,11 +19,14 @@ markdown table (mean ± standard deviation over seeds), the per-run numbers
   Table 11 rows: SwiGLU vs GELU MLP, LayerNorm vs RMSNorm, GAP vs class
   token, partial RoPE, the RoPE base, shared vs per-head frequencies.
 
-Finished runs are reused (``result.json`` in their folder), so an
-interrupted reproduction continues where it stopped. mmpretrain / mmengine /
+Finished runs are reused (``result.json`` in their folder, named by
+:func:`run_dir_name`), so an interrupted reproduction continues where it
+stopped, and claims sharing a runs folder train a common variant (the
+official quick-start model) once. mmpretrain / mmengine /
 matplotlib are imported by the functions that need them.
 """
 import glob
+import hashlib
 import json
 import os
 import os.path as osp
@@ -34,7 +37,8 @@ from copy import deepcopy
 from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = [
-    'CLAIMS', 'quickstart_config', 'train_run', 'run_claim', 'summarise'
+    'CLAIMS', 'quickstart_config', 'train_run', 'run_claim', 'summarise',
+    'run_dir_name'
 ]
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -108,21 +112,23 @@ ABLATIONS = {
 
 MAE_VARIANTS = {
     'visionllama-mae': (MAE_CFG, {}),
-    'vit-mae': (MAE_CFG, {
-        'model.backbone':
-        dict(
-            _delete_=True,
-            type='MAEViT',
-            arch=dict(
-                embed_dims=64,
-                num_layers=4,
-                num_heads=4,
-                feedforward_channels=256),
-            img_size=28,
-            patch_size=4,
-            patch_cfg=dict(in_channels=1),  # MAEViT has no in_channels
-            mask_ratio=0.75)
-    }),
+    'vit-mae': (
+        MAE_CFG,
+        {
+            'model.backbone':
+            dict(
+                _delete_=True,
+                type='MAEViT',
+                arch=dict(
+                    embed_dims=64,
+                    num_layers=4,
+                    num_heads=4,
+                    feedforward_channels=256),
+                img_size=28,
+                patch_size=4,
+                patch_cfg=dict(in_channels=1),  # MAEViT has no in_channels
+                mask_ratio=0.75)
+        }),
 }
 
 CLAIMS = ('resolution', 'mae') + tuple(ABLATIONS)
@@ -281,18 +287,37 @@ def _write(work_dir: str, claim: str, text: str, data: dict) -> None:
         json.dump(data, f, indent=1)
 
 
+def run_dir_name(config: str, overrides: dict, seed: int, *schedule) -> str:
+    """Folder of one run: the config stem, a hash of what it trains, seed.
+
+    Equal runs get equal names, so claims that share a variant (every
+    ablation's official baseline is the quick-start model) train it once
+    when they share a runs folder.
+    """
+    stem = osp.splitext(osp.basename(config))[0]
+    spec = json.dumps([stem, overrides, list(schedule)],
+                      sort_keys=True,
+                      default=str)
+    digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
+    slug = re.sub(r'[^A-Za-z0-9.]+', '-', stem).strip('-')
+    return f'{slug}-{digest}_seed{seed}'
+
+
 def _train_all(variants: Dict[str, tuple],
                seeds: Sequence[int],
                work_dir: str,
                epochs,
                train_images,
                log: Callable[[str], None],
-               test_images=None) -> Dict[str, List[dict]]:
+               test_images=None,
+               runs_dir: Optional[str] = None) -> Dict[str, List[dict]]:
     runs: Dict[str, List[dict]] = {}
     for name, (config, overrides) in variants.items():
         for seed in seeds:
-            slug = re.sub(r'[^A-Za-z0-9.]+', '-', name).strip('-')
-            run_dir = osp.join(work_dir, 'runs', f'{slug}_seed{seed}')
+            run_dir = osp.join(
+                runs_dir or osp.join(work_dir, 'runs'),
+                run_dir_name(config, overrides, seed, epochs, train_images,
+                             test_images))
             log(f'[reproduce] {name} seed {seed} -> {run_dir}')
             res = train_run(config, overrides, seed, run_dir, epochs,
                             train_images, test_images)
@@ -311,7 +336,8 @@ def claim_resolution(work_dir,
                      scales,
                      log,
                      variants=None,
-                     test_images=None):
+                     test_images=None,
+                     runs_dir=None):
     from mmengine.config import Config
 
     from visionllama_mm.analysis.resolution import (format_table, plot_sweep,
@@ -322,7 +348,7 @@ def claim_resolution(work_dir,
         if variants is None or k in variants
     }
     runs = _train_all(trained, seeds, work_dir, epochs, train_images, log,
-                      test_images)
+                      test_images, runs_dir)
     rows = []
     for name, results in runs.items():
         for res in results:
@@ -389,9 +415,10 @@ def claim_ablation(claim,
                    epochs,
                    train_images,
                    log,
-                   test_images=None):
+                   test_images=None,
+                   runs_dir=None):
     runs = _train_all(ABLATIONS[claim], seeds, work_dir, epochs, train_images,
-                      log, test_images)
+                      log, test_images, runs_dir)
     lines = [
         f'### {claim} (Table 11 analog), {len(seeds)} seeds, final held-out '
         'top-1 (%), mean ± std', '', '| variant | params | top-1 |',
@@ -415,9 +442,15 @@ def claim_ablation(claim,
     return text
 
 
-def claim_mae(work_dir, seeds, epochs, train_images, log, test_images=None):
+def claim_mae(work_dir,
+              seeds,
+              epochs,
+              train_images,
+              log,
+              test_images=None,
+              runs_dir=None):
     runs = _train_all(MAE_VARIANTS, seeds, work_dir, epochs, train_images, log,
-                      test_images)
+                      test_images, runs_dir)
     curves = {
         n: [[loss for _, loss in r['losses']] for r in rs]
         for n, rs in runs.items()
@@ -451,6 +484,7 @@ def run_claim(claim: str,
               scales: Sequence[float] = (1., 1.5, 2.),
               variants: Optional[Sequence[str]] = None,
               test_images: Optional[int] = None,
+              runs_dir: Optional[str] = None,
               log: Callable[[str], None] = print) -> str:
     """Run one claim; returns its markdown table (also written to disk).
 
@@ -466,6 +500,9 @@ def run_claim(claim: str,
             of ``resolution``.
         test_images (int, optional): Validate / test on N evenly spaced
             held-out images only (quick checks).
+        runs_dir (str, optional): Folder of the training runs, shared by
+            claims to train a common variant once. Defaults to
+            ``work_dir/runs``.
         log (Callable): Progress printer. Defaults to ``print``.
     """
     from visionllama_mm.utils import check_choice
@@ -473,9 +510,9 @@ def run_claim(claim: str,
     os.makedirs(work_dir, exist_ok=True)
     if claim == 'resolution':
         return claim_resolution(work_dir, seeds, epochs, train_images, scales,
-                                log, variants, test_images)
+                                log, variants, test_images, runs_dir)
     if claim == 'mae':
         return claim_mae(work_dir, seeds, epochs, train_images, log,
-                         test_images)
+                         test_images, runs_dir)
     return claim_ablation(claim, work_dir, seeds, epochs, train_images, log,
-                          test_images)
+                          test_images, runs_dir)
