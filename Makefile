@@ -9,7 +9,8 @@ STAMP := $(VENV)/.visionllama_mm-env
 # pytest workers: this project's CI has 2 cores
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all lint format bench bench-gpu bench-latents clean-env
+.PHONY: env demo test test-all lint format bench bench-gpu bench-latents reproduce \
+	clean-env
 
 env: $(STAMP)
 
@@ -30,6 +31,14 @@ $(STAMP): requirements/constraints.txt requirements/runtime.txt requirements/mmi
 
 demo: env
 	$(PY) tools/quickstart.py
+
+# the paper's claims at small scale (README "Reproducing the paper's
+# claims"): `make reproduce CLAIM=resolution SEEDS="0 1 2"`; CLAIM=all runs
+# every one (hours on 2 cores)
+CLAIM ?= all
+SEEDS ?= 0 1 2
+reproduce: env
+	$(PY) tools/analysis_tools/reproduce_claims.py $(CLAIM) --seeds $(SEEDS)
 
 # every Python source of the repository (folders that do not exist yet are
 # skipped: flake8 and isort fail on missing paths)

