@@ -1,8 +1,12 @@
-"""Engine pieces: layer-decay optimizer constructor and training hooks."""
-from .hooks import Fp16CompressionHook, Fp16CompresssionHook
+"""Engine pieces: layer-decay optimizer constructor, training hooks and the
+resumable sampler."""
+from .hooks import (Fp16CompressionHook, Fp16CompresssionHook,
+                    ResumableCheckpointHook)
 from .optimizers import LayerDecayOptimWrapperConstructor, layer_depth_fn
+from .samplers import ResumableSampler
 
 __all__ = [
     'Fp16CompressionHook', 'Fp16CompresssionHook',
-    'LayerDecayOptimWrapperConstructor', 'layer_depth_fn'
+    'LayerDecayOptimWrapperConstructor', 'ResumableCheckpointHook',
+    'ResumableSampler', 'layer_depth_fn'
 ]

@@ -1,4 +1,11 @@
 """Training hooks."""
+from .checkpoint_hook import (ATOMIC_BACKEND, AtomicLocalBackend,
+                              ResumableCheckpointHook, atomic_write,
+                              checkpoint_defect)
 from .fp16_compression_hook import Fp16CompressionHook, Fp16CompresssionHook
 
-__all__ = ['Fp16CompressionHook', 'Fp16CompresssionHook']
+__all__ = [
+    'ATOMIC_BACKEND', 'AtomicLocalBackend', 'Fp16CompressionHook',
+    'Fp16CompresssionHook', 'ResumableCheckpointHook', 'atomic_write',
+    'checkpoint_defect'
+]
