@@ -61,6 +61,62 @@ def parse_args(argv=None):
     return runner_args.parse_launcher_args(parser, argv)
 
 
+def _has_amp_device() -> bool:
+    """Whether mmengine's AmpOptimWrapper can run here (it asserts one of
+    these devices)."""
+    from mmengine import device
+    return any(
+        getattr(device, f'is_{name}_available', lambda: False)()
+        for name in ('cuda', 'npu', 'mlu', 'musa'))
+
+
+def configure_amp(cfg, requested: bool) -> None:
+    """Switch on mixed precision for ``--amp``; pick the CPU wrapper
+    without an accelerator.
+
+    With CUDA (or another device mmengine's ``AmpOptimWrapper`` supports)
+    ``--amp`` selects ``AmpOptimWrapper`` (dynamic loss scaling). Without
+    one, ``--amp`` and a config's ``AmpOptimWrapper`` select
+    ``visionllama_mm.CPUAmpOptimWrapper``: bfloat16 autocast on the CPU,
+    which needs no loss scaling.
+
+    Args:
+        cfg (Config): The config; modified in place.
+        requested (bool): ``--amp`` was given.
+    """
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is None:
+        if requested:
+            raise ValueError('--amp needs an `optim_wrapper` in the config.')
+        return
+    wrapper_type = str(optim_wrapper.get('type',
+                                         'OptimWrapper')).split('.')[-1]
+    if wrapper_type == 'CPUAmpOptimWrapper':
+        return
+    if not requested and wrapper_type != 'AmpOptimWrapper':
+        return
+    if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
+        raise ValueError(
+            f'--amp needs optim_wrapper.type OptimWrapper, got '
+            f'{optim_wrapper.type!r}; set AmpOptimWrapper in the config.')
+    if _has_amp_device():
+        if wrapper_type == 'AmpOptimWrapper':
+            if requested:
+                print('AMP is already enabled in the config '
+                      '(AmpOptimWrapper).')
+            return
+        optim_wrapper.type = 'AmpOptimWrapper'
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+        return
+    source = '--amp' if requested else "the config's AmpOptimWrapper"
+    print(f'No GPU: {source} runs the forward under bfloat16 autocast on the '
+          'CPU (visionllama_mm.CPUAmpOptimWrapper, no loss scaling); '
+          "mmengine's AmpOptimWrapper needs CUDA, NPU, MLU or MUSA.")
+    optim_wrapper.type = 'visionllama_mm.CPUAmpOptimWrapper'
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        optim_wrapper.pop(key, None)
+
+
 def merge_args(cfg, args):
     """Apply the command-line options to the config.
 
@@ -73,18 +129,7 @@ def merge_args(cfg, args):
     """
     runner_args.merge_common_args(cfg, args)
 
-    if args.amp:
-        optim_wrapper = cfg.optim_wrapper
-        wrapper_type = optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper_type.split('.')[-1] == 'AmpOptimWrapper':
-            print('AMP is already enabled in the config (AmpOptimWrapper).')
-        else:
-            if wrapper_type.split('.')[-1] != 'OptimWrapper':
-                raise ValueError(
-                    f'--amp needs optim_wrapper.type OptimWrapper, got '
-                    f'{wrapper_type!r}; set AmpOptimWrapper in the config.')
-            optim_wrapper.type = 'AmpOptimWrapper'
-            optim_wrapper.setdefault('loss_scale', 'dynamic')
+    configure_amp(cfg, args.amp)
 
     if args.resume == 'auto':
         cfg.resume = True

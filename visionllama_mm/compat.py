@@ -444,7 +444,8 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     process group itself (backend from ``cfg.env_cfg.dist_cfg``, which must
     be ``'gloo'``), so mmengine skips its own initialisation, and sets
     ``device_ids=None`` in ``cfg.model_wrapper_cfg``. Does nothing with CUDA
-    or for other launchers.
+    or for other launchers. The configs name ``nccl`` (the GPU backend);
+    without CUDA that cannot work, so ``gloo`` is used instead (logged).
 
     For ``FlexibleRunner`` configs (a ``strategy`` key) the same is done to
     the strategy's ``model_wrapper``: ``device_ids=None`` for
@@ -460,7 +461,8 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
         launcher (str): The launcher given to the tool.
 
     Raises:
-        ValueError: ``dist_cfg.backend`` is not ``'gloo'`` without CUDA.
+        ValueError: ``dist_cfg.backend`` is neither ``'gloo'`` nor
+            ``'nccl'`` without CUDA.
     """
     if launcher != 'pytorch' or torch.cuda.is_available():
         return
@@ -468,11 +470,18 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     env_cfg = cfg.get('env_cfg') or {}
     dist_cfg = dict(env_cfg.get('dist_cfg') or {})
     backend = dist_cfg.pop('backend', 'gloo')
-    if backend != 'gloo':
+    if backend == 'nccl':
+        from mmengine.logging import print_log
+        print_log(
+            "CUDA is not available: using the 'gloo' distributed backend "
+            "instead of the config's 'nccl'.",
+            logger='current')
+    elif backend != 'gloo':
         raise ValueError(
             'CUDA is not available, so env_cfg.dist_cfg.backend must be '
-            f"'gloo' for --launcher pytorch, got {backend!r}. Pass "
-            "--cfg-options env_cfg.dist_cfg.backend=gloo.")
+            f"'gloo' (or 'nccl', replaced by gloo) for --launcher pytorch, "
+            f'got {backend!r}. Pass --cfg-options '
+            'env_cfg.dist_cfg.backend=gloo.')
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo', **dist_cfg)
     if cfg.get('strategy') is not None:

@@ -12,6 +12,7 @@ import logging
 from importlib import import_module
 
 from mmengine.logging import print_log
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
@@ -71,6 +72,10 @@ MODEL_LOCATIONS = [
 MODELS = Registry('model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
 DATASETS = Registry(
     'dataset', parent=MMENGINE_DATASETS, locations=['visionllama_mm.datasets'])
+DATA_SAMPLERS = Registry(
+    'data sampler',
+    parent=MMENGINE_DATA_SAMPLERS,
+    locations=['visionllama_mm.engine'])
 TRANSFORMS = Registry(
     'transform',
     parent=MMENGINE_TRANSFORMS,

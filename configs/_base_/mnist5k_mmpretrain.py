@@ -15,11 +15,15 @@ custom_imports = dict(
 data_preprocessor = dict(mean=[33.32], std=[78.57], to_rgb=False)
 train_dataloader = dict(
     num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='visionllama_mm.ResumableSampler', shuffle=True),
     dataset=dict(type='visionllama_mm.MNIST5k', split='train'))
 
 # ---------------------------------------------------------------- runtime
+# Crash-safe checkpoints that resume exactly (with the ResumableSampler
+# above); tools/test.py --show-dir draws the 28 px digits at 224 px.
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=8),
-    checkpoint=dict(type='CheckpointHook', max_keep_ckpts=1))
+    checkpoint=dict(
+        type='visionllama_mm.ResumableCheckpointHook', max_keep_ckpts=1),
+    visualization=dict(type='VisualizationHook', enable=False, resize=224))
 randomness = dict(seed=0)

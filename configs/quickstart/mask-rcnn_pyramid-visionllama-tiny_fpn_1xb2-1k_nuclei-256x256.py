@@ -60,5 +60,8 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=250, max_keep_ckpts=1))
+        type='visionllama_mm.ResumableCheckpointHook',
+        by_epoch=False,
+        interval=250,
+        max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)

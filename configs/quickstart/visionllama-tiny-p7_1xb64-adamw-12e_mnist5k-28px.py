@@ -11,8 +11,12 @@ embed_dims = 64
 max_epochs = 12
 
 # ---------------------------------------------------------------- data
-# tools/quickstart.py changes the Resize scale to test other resolutions
+# tools/quickstart.py changes the Resize scale to test other resolutions.
+# ToGrayscale lets the model read image files, which load as colour (e.g.
+# mmpretrain's ImageClassificationInferencer on a PNG); the digits of the
+# dataset are grey already.
 test_pipeline = [
+    dict(type='visionllama_mm.ToGrayscale'),
     dict(type='Resize', scale=(img_size, img_size)),
     dict(type='PackInputs'),
 ]

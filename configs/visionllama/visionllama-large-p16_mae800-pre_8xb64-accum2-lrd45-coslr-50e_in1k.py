@@ -26,4 +26,7 @@ param_scheduler = [
 
 train_cfg = dict(by_epoch=True, max_epochs=50)
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1))
+    checkpoint=dict(
+        type='visionllama_mm.ResumableCheckpointHook',
+        interval=1,
+        max_keep_ckpts=1))

@@ -224,6 +224,8 @@ class TestMergeArgs:
             '--launcher', 'pytorch', '--cfg-options', 'train_cfg.max_epochs=7',
             'model.hidden=5', '--no-validate'
         ])
+        # on a GPU machine; the CPU choice is tested in test_cpu_runs_*.py
+        self.train._has_amp_device = lambda: True
         cfg = self.train.merge_args(Config.fromfile(TOY_CONFIG), args)
         assert cfg.work_dir == 'wd'
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'

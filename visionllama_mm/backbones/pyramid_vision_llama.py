@@ -72,7 +72,8 @@ from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         apply_rope)
 from visionllama_mm.layers.swiglu import swiglu_hidden_dim
 from visionllama_mm.registry import MODELS
-from visionllama_mm.utils import check_choice
+from visionllama_mm.utils import (check_choice, check_image_input,
+                                  check_positive_int)
 from .vision_llama import parse_out_indices, tokens_to_featmap
 
 __all__ = [
@@ -109,6 +110,7 @@ class PatchEmbed(nn.Module):
                  patch_size: int,
                  norm_eps: float = 1e-5) -> None:
         super().__init__()
+        check_positive_int('in_channels', in_channels)
         self.patch_size = patch_size
         self.proj = nn.Conv2d(
             in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
@@ -550,6 +552,14 @@ class PyramidVisionLLaMA(BaseModule):
                              f'{self.num_stages}], got {frozen_stages}')
         self.frozen_stages = frozen_stages
 
+        self.in_channels = in_channels
+        # Stage k's grid is floor(H / (p_1 ... p_k)); a GSA stage needs at
+        # least sr_ratio rows and columns of it.
+        stride, self.min_input_size = 1, 1
+        for k in range(self.num_stages):
+            stride *= self.patch_sizes[k]
+            need = stride * (self.sr_ratios[k] if self.depths[k] > 1 else 1)
+            self.min_input_size = max(self.min_input_size, need)
         self.patch_embeds = nn.ModuleList()
         for k in range(self.num_stages):
             self.patch_embeds.append(
@@ -839,6 +849,7 @@ class PyramidVisionLLaMA(BaseModule):
             built = (H, W)
             self._gsa_built_hw[(stage, kind)] = built
         return built
+
     def resized_pos_embed(self, stage: int, hw_shape: Tuple[int,
                                                             int]) -> Tensor:
         """Stage ``stage``'s learned embedding on an (H, W) grid (1, N, C).
@@ -866,6 +877,14 @@ class PyramidVisionLLaMA(BaseModule):
     def forward_stage(self, stage: int,
                       x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """Patch-embed (B, C, H, W) and run one stage; tokens (B, N, C)."""
+        if stage == 0:
+            check_image_input(
+                x,
+                self.in_channels,
+                min_size=self.min_input_size,
+                why='every stage with global sub-sampled attention needs a '
+                'grid of at least sr_ratio x sr_ratio tokens; sizes need not '
+                'be multiples of the patch size (they are floored)')
         x, hw_shape = self.patch_embeds[stage](x)
         if self.pos_embed_type == 'learned':
             x = x + self.resized_pos_embed(stage, hw_shape)

@@ -38,7 +38,8 @@ from visionllama_mm.layers import (FFN_TYPES, NORM_TYPES, RotaryEmbedding2D,
                                    VisionLLaMABlock, build_norm,
                                    swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
-from visionllama_mm.utils import check_choice
+from visionllama_mm.utils import (check_choice, check_image_input,
+                                  check_positive_int, parse_out_indices)
 
 __all__ = [
     'PatchEmbed', 'VisionLLaMA', 'check_image_input', 'parse_arch',
@@ -47,20 +48,6 @@ __all__ = [
 ]
 
 Tables = Tuple[Tensor, Tensor]
-
-
-def check_image_input(x: Tensor, in_channels: int, patch_size: int) -> None:
-    """Raise a ValueError for a wrong input rank, channel count or size."""
-    if x.dim() != 4:
-        raise ValueError('expected images of shape (B, C, H, W), got a '
-                         f'tensor of shape {tuple(x.shape)}')
-    if x.shape[1] != in_channels:
-        raise ValueError(f'the input has {x.shape[1]} channels but the '
-                         f'backbone was built with in_channels={in_channels}')
-    h, w = x.shape[-2:]
-    if h % patch_size or w % patch_size:
-        raise ValueError(f'the input size {h}x{w} (HxW) must be divisible '
-                         f'by patch_size={patch_size}')
 
 
 def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
@@ -76,29 +63,6 @@ def parse_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
         raise ValueError('a custom arch must be a dict with the keys '
                          f'{list(essential_keys)}, got {arch!r}')
     return dict(arch)
-
-
-def parse_out_indices(out_indices: Union[int, Sequence[int]],
-                      num_layers: int,
-                      unit: str = 'layers') -> List[int]:
-    """Normalise ``out_indices`` (negative from the end) and validate it.
-
-    ``unit`` names what is indexed in the error message (e.g. ``'stages'``).
-    """
-    if isinstance(out_indices, int):
-        out_indices = [out_indices]
-    if not isinstance(out_indices, Sequence):
-        raise ValueError('out_indices must be an int or a sequence of ints, '
-                         f'got {type(out_indices).__name__}')
-    parsed = []
-    for index in out_indices:
-        i = index + num_layers if index < 0 else index
-        if not 0 <= i < num_layers:
-            raise ValueError(f'out_indices entry {index} is out of range for '
-                             f'{num_layers} {unit} (allowed: {-num_layers} '
-                             f'.. {num_layers - 1})')
-        parsed.append(i)
-    return parsed
 
 
 def plain_layer_depth(param_name: str, prefix: str, num_layers: int,
@@ -180,9 +144,8 @@ class PatchEmbed(nn.Module):
                  patch_size: int = 16,
                  bias: bool = True) -> None:
         super().__init__()
-        if not isinstance(patch_size, int) or patch_size < 1:
-            raise ValueError('patch_size must be a positive int, got '
-                             f'{patch_size!r}')
+        check_positive_int('in_channels', in_channels)
+        check_positive_int('patch_size', patch_size)
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.projection = nn.Conv2d(

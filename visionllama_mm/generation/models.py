@@ -12,7 +12,7 @@ names equal the official checkpoints (§7.3), except that the official,
 by :meth:`DiTLLaMA.official_state_dict` for export.
 """
 import math
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,8 @@ from torch.utils.checkpoint import checkpoint
 
 from visionllama_mm.layers import (FFN_TYPES, RoPEAttention, RotaryEmbedding2D,
                                    build_ffn, swiglu_hidden_dim)
-from visionllama_mm.utils import check_choice
+from visionllama_mm.utils import (check_choice, check_image_input,
+                                  check_positive_int)
 
 __all__ = [
     'PatchEmbed', 'TimestepEmbedder', 'LabelEmbedder', 'LLaMABlock',
@@ -46,16 +47,33 @@ class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_channels: int,
                  hidden_size: int) -> None:
         super().__init__()
+        check_positive_int('in_channels', in_channels)
+        check_positive_int('patch_size', patch_size)
+        self.in_channels = in_channels
         self.patch_size = (patch_size, patch_size)
         self.proj = nn.Conv2d(
             in_channels, hidden_size, patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        p = self.patch_size[0]
-        if x.shape[-2] % p or x.shape[-1] % p:
-            raise ValueError(f'input size {tuple(x.shape[-2:])} must be '
-                             f'divisible by patch_size={p}')
+        check_image_input(x, self.in_channels, self.patch_size, name='x')
         return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
+
+
+def check_conditions(x: Tensor, t: Any, y: Any) -> None:
+    """Raise a TypeError / ValueError unless ``t`` is a (N, ) tensor and
+    ``y`` a (N, ) integer tensor for the N inputs of ``x`` (shapes and
+    dtypes only: compile friendly)."""
+    n = x.shape[0]
+    for name, value, kind in (('t', t, 'timesteps'), ('y', y, 'labels')):
+        if not isinstance(value, Tensor):
+            raise TypeError(f'{name} ({kind}) must be a tensor of shape '
+                            f'({n},), got {type(value).__name__}')
+        if value.dim() != 1 or value.shape[0] != n:
+            raise ValueError(f'{name} ({kind}) must have shape ({n},) (one '
+                             f'per input), got {tuple(value.shape)}')
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError('y (class labels) must be an integer tensor, got '
+                        f'dtype {y.dtype}')
 
 
 class TimestepEmbedder(nn.Module):
@@ -278,6 +296,7 @@ class DiTLLaMA(nn.Module):
                  rope_cfg: Optional[dict] = None,
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
+        check_positive_int('in_channels', in_channels)
         if cfg_channels is None:
             cfg_channels = in_channels
         if not (isinstance(cfg_channels, int)
@@ -391,6 +410,8 @@ class DiTLLaMA(nn.Module):
 
     def forward_features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """Tokens after the final layer, (N, T, p * p * out_channels)."""
+        check_image_input(x, self.in_channels, self.patch_size, name='x')
+        check_conditions(x, t, y)
         p = self.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
         x = self.x_embedder(x)  # (N, T, D), T = H * W / p ** 2
@@ -421,9 +442,9 @@ class DiTLLaMA(nn.Module):
         Returns:
             Tensor: (N, out_channels, H, W).
         """
+        out = self.forward_features(x, t, y)  # validates x, t and y
         p = self.patch_size
         grid = (x.shape[-2] // p, x.shape[-1] // p)
-        out = self.forward_features(x, t, y)
         return self.unpatchify(out, grid)  # (N, out_channels, H, W)
 
     def forward_with_cfg(self, x: Tensor, t: Tensor, y: Tensor,

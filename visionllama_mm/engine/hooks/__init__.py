@@ -1,5 +1,12 @@
 """Training hooks."""
+from .checkpoint_hook import (ATOMIC_BACKEND, AtomicLocalBackend,
+                              ResumableCheckpointHook, atomic_write,
+                              checkpoint_defect)
 from .fp16_compression_hook import Fp16CompressionHook, Fp16CompresssionHook
 from .generation_fid_hook import GenerationFIDHook
 
-__all__ = ['Fp16CompressionHook', 'Fp16CompresssionHook', 'GenerationFIDHook']
+__all__ = [
+    'ATOMIC_BACKEND', 'AtomicLocalBackend', 'Fp16CompressionHook',
+    'Fp16CompresssionHook', 'GenerationFIDHook', 'ResumableCheckpointHook',
+    'atomic_write', 'checkpoint_defect'
+]

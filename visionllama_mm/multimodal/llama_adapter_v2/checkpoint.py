@@ -355,7 +355,11 @@ def _load_meta_file(path: str) -> Dict[str, torch.Tensor]:
     try:
         return torch.load(
             path, map_location='cpu', weights_only=True, mmap=True)
-    except RuntimeError:
+    except Exception:
+        # Legacy (non-zip) files cannot be memory-mapped, and a refused or
+        # damaged pickle must surface as UnsafeCheckpointError /
+        # CheckpointLoadError naming the file, not torch's raw error:
+        # load_tensors reads it again through the safe loader.
         return load_tensors(path)
 
 
