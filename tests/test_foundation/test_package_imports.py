@@ -36,10 +36,12 @@ def test_mmengine_loader_patched_in_any_import_order():
     # visionllama_mm first: the patch waits for mmengine.runner
     out = _python('import sys, visionllama_mm\n'
                   "print('mmengine.runner' in sys.modules)\n" + check)
-    assert out.strip().splitlines()[-2:] == ['False', 'visionllama_mm.compat']
+    # the local-file loader is visionllama_mm.weights' (it converts official
+    # layouts, then loads safely through compat)
+    assert out.strip().splitlines()[-2:] == ['False', 'visionllama_mm.weights']
     # mmengine.runner first: patched on import of visionllama_mm
     out = _python('import mmengine.runner, visionllama_mm\n' + check)
-    assert out.strip().splitlines()[-1] == 'visionllama_mm.compat'
+    assert out.strip().splitlines()[-1] == 'visionllama_mm.weights'
 
 
 def test_pinned_stack_imports():

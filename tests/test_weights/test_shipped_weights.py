@@ -106,6 +106,9 @@ CASES = {
     'configs/llama_adapter_v2/llama-adapter-v2_7b_8xb4-amp-4e_alpaca-llava-'
     'finetune.py':
     'adapter',
+    'configs/llama_adapter_v2/llama-adapter-v2_llama2-7b_8xb4-fsdp-4e_alpaca-'
+    'llava-multiturn-finetune.py':
+    'adapter',
 }
 
 _cfg_cache = {}

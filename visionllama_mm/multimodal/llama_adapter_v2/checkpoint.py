@@ -379,9 +379,10 @@ def load_meta_llama_state_dict(path: Union[str, Sequence[str]],
         dict: ``LlamaForCausalLM`` state dict.
     """
     paths = [path] if isinstance(path, str) else list(path)
+    shards = [_load_meta_file(p) for p in paths]  # refuses unsafe files
     d = config.hidden_size
     try:
-        sd = merge_meta_shards([_load_meta_file(p) for p in paths], d)
+        sd = merge_meta_shards(shards, d)
     except (ValueError, KeyError, IndexError) as e:
         raise ValueError(f'{paths}: cannot merge the model-parallel shards '
                          f'({e})') from e
