@@ -66,7 +66,6 @@ from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
                                              window_partition,
                                              window_unpartition)
 from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
-from visionllama_mm.layers.layer_scale import scaled_linear
 from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         RotaryEmbedding2D, anchor_scale,
                                         apply_rope)
@@ -167,11 +166,8 @@ class GroupAttention(nn.Module):
         return (f'window_size={self.window_size}, '
                 f'mask_window_padding={self.mask_window_padding}')
 
-    def forward(self,
-                x: Tensor,
-                hw_shape: Tuple[int, int],
-                rope: Optional[Tables],
-                out_scale: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int],
+                rope: Optional[Tables]) -> Tensor:
         """Attend inside windows.
 
         Args:
@@ -179,8 +175,6 @@ class GroupAttention(nn.Module):
             hw_shape (tuple[int, int]): (H, W).
             rope (tuple[Tensor, Tensor], optional): (cos, sin) of the window
                 grid, (ws * ws, head_dim) each; None: no rotation.
-            out_scale (Tensor, optional): Per-channel output scale (the
-                block's layer scale), folded into ``proj``.
 
         Returns:
             Tensor: (B, H * W, C).
@@ -206,7 +200,7 @@ class GroupAttention(nn.Module):
             fused=self.fused_attn)  # (B nW, heads, ws^2, d)
         x = x.transpose(1, 2).reshape(-1, ws * ws, C)
         x = window_unpartition(x, ws, padded_hw, hw_shape)
-        return scaled_linear(self.proj, x.reshape(B, N, C), out_scale)
+        return self.proj(x.reshape(B, N, C))
 
 
 class GSAttention(nn.Module):
@@ -251,12 +245,8 @@ class GSAttention(nn.Module):
     def extra_repr(self) -> str:
         return f'sr_ratio={self.sr_ratio}'
 
-    def forward(self,
-                x: Tensor,
-                hw_shape: Tuple[int, int],
-                rope_q: Optional[Tables],
-                rope_k: Optional[Tables],
-                out_scale: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int],
+                rope_q: Optional[Tables], rope_k: Optional[Tables]) -> Tensor:
         """Attend from all tokens to the sub-sampled keys.
 
         Args:
@@ -266,8 +256,6 @@ class GSAttention(nn.Module):
                 (H * W, head_dim); None: no rotation.
             rope_k (tuple[Tensor, Tensor], optional): Key tables
                 ((H // s) * (W // s), head_dim).
-            out_scale (Tensor, optional): Per-channel output scale (the
-                block's layer scale), folded into ``proj``.
 
         Returns:
             Tensor: (B, H * W, C).
@@ -288,8 +276,7 @@ class GSAttention(nn.Module):
             v,
             dropout_p=self.attn_drop if self.training else 0.,
             fused=self.fused_attn)
-        return scaled_linear(self.proj,
-                             x.transpose(1, 2).reshape(B, N, C), out_scale)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
 class PosConv(nn.Module):

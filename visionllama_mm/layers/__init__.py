@@ -3,7 +3,6 @@ from .attention import (RoPEAttention, head_dim_of, scaled_dot_product,
                         use_fused_attn)
 from .blocks import (DropPath, LayerScaleBlock, VisionLLaMABlock,
                      init_linear_norm_timm)
-from .layer_scale import scaled_linear
 from .norm_mlp import FFN_TYPES, NORM_TYPES, Mlp, build_ffn, build_norm
 from .rope import (RotaryEmbedding2D, anchor_scale, apply_rope,
                    cls_token_coords, gather_tables, grid_coords,
@@ -16,6 +15,5 @@ __all__ = [
     'RotaryEmbedding2D', 'anchor_scale', 'apply_rope', 'cls_token_coords',
     'gather_tables', 'grid_coords', 'gsa_key_coords', 'rope_frequencies',
     'FFN_HIDDEN_RULES', 'SwiGLU', 'silu_gate', 'swiglu_hidden_dim',
-    'scaled_linear', 'FFN_TYPES', 'NORM_TYPES', 'Mlp', 'build_ffn',
-    'build_norm'
+    'FFN_TYPES', 'NORM_TYPES', 'Mlp', 'build_ffn', 'build_norm'
 ]

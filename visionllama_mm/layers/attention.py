@@ -16,7 +16,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layer_scale import scaled_linear
 from .rope import apply_rope
 
 __all__ = [
@@ -162,8 +161,7 @@ class RoPEAttention(nn.Module):
                 x: Tensor,
                 rope: Optional[Tuple[Tensor, Tensor]] = None,
                 attn_mask: Optional[Tensor] = None,
-                num_prefix_tokens: int = 0,
-                out_scale: Optional[Tensor] = None) -> Tensor:
+                num_prefix_tokens: int = 0) -> Tensor:
         """Attend over ``x`` (B, N, C).
 
         Args:
@@ -173,8 +171,6 @@ class RoPEAttention(nn.Module):
                 (B, N - num_prefix_tokens, d). None: no rotation.
             attn_mask (Tensor, optional): Boolean mask, True = attend.
             num_prefix_tokens (int): Leading tokens left unrotated.
-            out_scale (Tensor, optional): Per-channel scale of the output
-                (a block's layer scale), folded into ``proj``.
 
         Returns:
             Tensor: (B, N, C).
@@ -195,4 +191,4 @@ class RoPEAttention(nn.Module):
             dropout_p=self.attn_drop if self.training else 0.,
             fused=self.fused_attn)
         x = x.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(scaled_linear(self.proj, x, out_scale))
+        return self.proj_drop(self.proj(x))

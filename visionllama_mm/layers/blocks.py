@@ -11,6 +11,11 @@ official checkpoints load without renaming (``spec-visionllama.md`` §3-5):
   plain models, the pyramid (with LSA / GSA attention) and DiT-like models:
   ``norm1``, ``attn``, ``gamma_1``, ``norm2``, ``mlp.{c_fc1,c_fc2,c_proj}``
   without bias, ``gamma_2``, DropPath on both branches.
+
+Both take their attention module as an argument (the ViTDet window blocks,
+the pyramid's LSA / GSA), defaulting to a global :class:`RoPEAttention`.
+Layer scale belongs to the block alone, as in timm's ``EvaBlock``: the
+attention and the FFN return their unscaled outputs.
 """
 from typing import Optional
 
@@ -84,6 +89,10 @@ class VisionLLaMABlock(nn.Module):
         ffn_type (str): ``'swiglu'`` (official, ``ffn.{w12, w3}``) or
             ``'mlp'`` (ablation: GELU ``ffn.{fc1, fc2}``). Defaults to
             ``'swiglu'``.
+        attn (nn.Module, optional): Attention module called on the
+            normalised tokens with the block's keyword arguments (e.g. a
+            window attention); None builds a global :class:`RoPEAttention`
+            with ``qkv_bias``. Defaults to None.
     """
 
     def __init__(self,
@@ -95,10 +104,12 @@ class VisionLLaMABlock(nn.Module):
                  ffn_drop_path: bool = False,
                  norm_eps: float = 1e-6,
                  norm_type: str = 'LN',
-                 ffn_type: str = 'swiglu') -> None:
+                 ffn_type: str = 'swiglu',
+                 attn: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.ln1 = build_norm(norm_type, dim, eps=norm_eps)
-        self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.attn = attn if attn is not None else RoPEAttention(
+            dim, num_heads, qkv_bias=qkv_bias)
         self.ln2 = build_norm(norm_type, dim, eps=norm_eps)
         self.ffn = build_ffn(
             ffn_type, dim, ffn_hidden, bias=True, layout='fused')
@@ -120,10 +131,10 @@ class LayerScaleBlock(nn.Module):
         dim (int): Embedding dimension C.
         num_heads (int): Attention heads (used when ``attn`` is None).
         ffn_hidden (int): FFN hidden width.
-        attn (nn.Module, optional): Attention module taking the normalised
-            tokens first and an ``out_scale`` keyword (the layer scale, see
-            :func:`~visionllama_mm.layers.layer_scale.scaled_linear`);
-            defaults to :class:`RoPEAttention`.
+        attn (nn.Module, optional): Attention module called on the
+            normalised tokens with the block's keyword arguments (e.g. the
+            pyramid's LSA / GSA); None builds a global
+            :class:`RoPEAttention`. Defaults to None.
         qkv_bias (bool): Bias of the default attention's qkv. Defaults to
             True.
         mlp_bias (bool): Biases of the FFN. Defaults to False.
@@ -163,11 +174,12 @@ class LayerScaleBlock(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
+    @staticmethod
+    def _scale(branch: Tensor, gamma: Optional[Tensor]) -> Tensor:
+        return branch if gamma is None else gamma * branch
+
     def forward(self, x: Tensor, **attn_kwargs) -> Tensor:
-        # gamma_1 / gamma_2 scale the branches' output projections (folded
-        # into their weights: no scaled copy of the branch is kept for
-        # backward)
         x = x + self.drop_path(
-            self.attn(self.norm1(x), out_scale=self.gamma_1, **attn_kwargs))
+            self._scale(self.attn(self.norm1(x), **attn_kwargs), self.gamma_1))
         return x + self.drop_path(
-            self.mlp(self.norm2(x), out_scale=self.gamma_2))
+            self._scale(self.mlp(self.norm2(x)), self.gamma_2))

@@ -11,14 +11,11 @@ RMSNorm and with the ViT / DiT GELU MLP; these are the switches:
   timm's parameter names ``fc1`` / ``fc2``;
 * :func:`build_ffn` - ``'swiglu'`` or ``'mlp'`` by name.
 """
-from typing import Optional
-
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from visionllama_mm.utils import check_choice
-from .layer_scale import scaled_linear
 from .swiglu import SwiGLU
 
 __all__ = ['NORM_TYPES', 'FFN_TYPES', 'build_norm', 'Mlp', 'build_ffn']
@@ -74,11 +71,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor, out_scale: Optional[Tensor] = None) -> Tensor:
-        """``(..., C) -> (..., C)``; ``out_scale`` (C, ) is folded into
-        ``fc2`` (a block's layer scale)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., C) -> (..., C)``."""
         x = F.gelu(self.fc1(x), approximate=self.approximate)
-        return self.drop(scaled_linear(self.fc2, x, out_scale))
+        return self.drop(self.fc2(x))
 
 
 def build_ffn(ffn_type: str,

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from visionllama_mm.utils import check_choice
-from .layer_scale import scaled_linear
 
 __all__ = ['FFN_HIDDEN_RULES', 'swiglu_hidden_dim', 'silu_gate', 'SwiGLU']
 
@@ -118,13 +117,10 @@ class SwiGLU(nn.Module):
             self.w3 = nn.Linear(hidden_features, in_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor, out_scale: Optional[Tensor] = None) -> Tensor:
-        """``(..., C) -> (..., C)``; ``out_scale`` (C, ), e.g. a block's
-        layer scale, is folded into the output projection."""
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., C) -> (..., C)``."""
         if self.layout == 'split':
-            x = scaled_linear(self.c_proj,
-                              silu_gate(self.c_fc1(x), self.c_fc2(x)),
-                              out_scale)
+            x = self.c_proj(silu_gate(self.c_fc1(x), self.c_fc2(x)))
         else:
             # two products with the (contiguous) row halves of w12 instead of
             # chunking one product: SiLU and the gating then run on
@@ -133,5 +129,5 @@ class SwiGLU(nn.Module):
             w, b = self.w12.weight, self.w12.bias
             gate = F.linear(x, w[:h], None if b is None else b[:h])
             up = F.linear(x, w[h:], None if b is None else b[h:])
-            x = scaled_linear(self.w3, silu_gate(gate, up), out_scale)
+            x = self.w3(silu_gate(gate, up))
         return self.drop(x)
