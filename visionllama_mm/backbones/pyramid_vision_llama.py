@@ -66,14 +66,15 @@ from visionllama_mm.layers.attention import (head_dim_of, scaled_dot_product,
                                              window_partition,
                                              window_unpartition)
 from visionllama_mm.layers.blocks import LayerScaleBlock, init_linear_norm_timm
+from visionllama_mm.layers.patch_embed import PatchEmbed, tokens_to_featmap
 from visionllama_mm.layers.rope import (ANCHOR_MODES, GSA_KEY_POS,
                                         RotaryEmbedding2D, anchor_scale,
                                         apply_rope)
 from visionllama_mm.layers.swiglu import swiglu_hidden_dim
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import (check_choice, check_image_input,
-                                  check_positive_int)
-from .vision_llama import parse_out_indices, tokens_to_featmap
+                                  parse_out_indices)
+from .base import OfficialInitMixin, parse_arch
 
 __all__ = [
     'PatchEmbed', 'GroupAttention', 'GSAttention', 'PosConv',
@@ -91,35 +92,6 @@ _TWINS_WINDOWS = dict(window_sizes=[7, 7, 7, 7], sr_ratios=[8, 4, 2, 1])
 # ---------------------------------------------------------------------------
 # Layers
 # ---------------------------------------------------------------------------
-
-
-class PatchEmbed(nn.Module):
-    """Strided conv patch embedding followed by LayerNorm (``proj``, ``norm``).
-
-    Args:
-        in_channels (int): Input channels.
-        embed_dims (int): Output channels C.
-        patch_size (int): Kernel size and stride (4 for the stem, 2 after).
-        norm_eps (float): LayerNorm eps. Defaults to 1e-5.
-    """
-
-    def __init__(self,
-                 in_channels: int,
-                 embed_dims: int,
-                 patch_size: int,
-                 norm_eps: float = 1e-5) -> None:
-        super().__init__()
-        check_positive_int('in_channels', in_channels)
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(
-            in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        """(B, C_in, H, W) -> tokens (B, H' * W', C) and (H', W')."""
-        x = self.proj(x)  # floors H and W, like the official code
-        hw_shape = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
 
 
 class GroupAttention(nn.Module):
@@ -306,7 +278,7 @@ class PosConv(nn.Module):
 
 
 @MODELS.register_module()
-class PyramidVisionLLaMA(BaseModule):
+class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
     """Pyramid VisionLLaMA (Twins-SVT layout; ``pllama_wols_*`` upstream).
 
     Args:
@@ -554,7 +526,9 @@ class PyramidVisionLLaMA(BaseModule):
                     in_channels if k == 0 else self.embed_dims[k - 1],
                     self.embed_dims[k],
                     self.patch_sizes[k],
-                    norm_eps=norm_eps))
+                    conv_name='proj',
+                    norm_eps=norm_eps,
+                    strict_size=False))
 
         # stochastic depth: linear over all blocks of all stages
         dpr = torch.linspace(
@@ -631,23 +605,8 @@ class PyramidVisionLLaMA(BaseModule):
     # -- construction helpers ----------------------------------------------
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            name = arch.lower()
-            if name not in self.arch_zoo:
-                raise ValueError(f'arch must be one of '
-                                 f'{sorted(self.arch_zoo)} or a dict, got '
-                                 f'{arch!r}')
-            return self.arch_zoo[name]
-        if not isinstance(arch, dict):
-            raise ValueError(f'arch must be a str or a dict, got {arch!r}')
-        keys = set(arch)
-        missing = self.essential_keys - keys
-        unknown = keys - self.essential_keys - self.optional_keys
-        if missing or unknown:
-            raise ValueError(
-                f'a custom arch needs the keys {sorted(self.essential_keys)} '
-                f'(optional: {sorted(self.optional_keys)}); missing '
-                f'{sorted(missing)}, unknown {sorted(unknown)}')
+        arch = parse_arch(arch, self.arch_zoo, self.essential_keys,
+                          self.optional_keys)
         lengths = {len(v) for v in arch.values()}
         if len(lengths) != 1:
             raise ValueError('every arch entry needs one value per stage, '
@@ -678,12 +637,10 @@ class PyramidVisionLLaMA(BaseModule):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def init_weights(self) -> None:
-        """The official init, or ``init_cfg`` (e.g. ``Pretrained``)."""
-        if self.init_cfg is None:
-            self.apply(self._init_weights)
-        else:
-            super().init_weights()
+    def _official_init(self) -> None:
+        """The official init (what :meth:`init_weights` applies without an
+        ``init_cfg``)."""
+        self.apply(self._init_weights)
 
     @property
     def checkpoint_new_keys(self) -> tuple:

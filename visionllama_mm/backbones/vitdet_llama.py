@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Tuple
 import torch.nn as nn
 from torch import Tensor
 
-from visionllama_mm.layers import RoPEAttention, VisionLLaMABlock
+from visionllama_mm.layers import RoPEAttention
 from visionllama_mm.layers.attention import (window_padding_mask,
                                              window_partition,
                                              window_unpartition)
@@ -146,52 +146,44 @@ class LLaMADET(VisionLLaMA):
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError('window_size must be a positive int, got '
                              f'{window_size!r}')
-        # _build_layer (called by the parent constructor) needs these.
-        self._window_size = window_size
-        self._window_block_indexes = window_block_indexes
-        self._mask_window_padding = mask_window_padding
+        # _build_layer (called by the base constructor) reads these
+        self.window_size = window_size
+        self.mask_window_padding = mask_window_padding
+        self._window_block_spec = window_block_indexes
         super().__init__(
             *args,
             out_type=out_type,
             final_norm=final_norm,
             out_indices=out_indices,
             **kwargs)
-        self.window_size = window_size
-        self.mask_window_padding = mask_window_padding
-        self.window_block_indexes = self._resolve_window_blocks(
-            window_block_indexes)
 
-    def _resolve_window_blocks(self,
-                               indexes: Optional[Sequence[int]]) -> tuple:
+    @property
+    def window_block_indexes(self) -> Tuple[int, ...]:
+        """Sorted indexes of the window blocks (the others are global)."""
         L = self.num_layers
-        if indexes is None:
+        if self._window_block_spec is None:
             step = max(L // 4, 1)
             glob = {min((k + 1) * step, L) - 1 for k in range(4)}
             return tuple(i for i in range(L) if i not in glob)
         resolved = []
-        for i in indexes:
+        for i in self._window_block_spec:
             if not isinstance(i, int) or not -L <= i < L:
                 raise ValueError(f'window_block_indexes entry {i!r} is out '
                                  f'of range for {L} layers')
             resolved.append(i % L)
         return tuple(sorted(set(resolved)))
 
-    def _build_layer(self, index: int, drop_path: float,
-                     layer_cfg: dict) -> nn.Module:
-        layer = super()._build_layer(index, drop_path, layer_cfg)
-        windows = self._resolve_window_blocks(self._window_block_indexes)
-        if index in windows:
-            if not isinstance(layer, VisionLLaMABlock):
-                raise TypeError('window blocks need VisionLLaMABlock layers')
-            old = layer.attn
-            layer.attn = WindowRoPEAttention(
-                self.embed_dims,
-                self.num_heads,
-                window_size=self._window_size,
-                mask_window_padding=self._mask_window_padding,
-                qkv_bias=old.qkv.bias is not None,
-                proj_bias=old.proj.bias is not None)
-        return layer
+    def _build_layer(self, index: int, cfg: dict) -> nn.Module:
+        """A :class:`VisionLLaMABlock`, with window attention if ``index``
+        is a window block."""
+        if self.is_window_block(index):
+            cfg['attn'] = WindowRoPEAttention(
+                cfg['dim'],
+                cfg['num_heads'],
+                window_size=self.window_size,
+                mask_window_padding=self.mask_window_padding,
+                qkv_bias=cfg.get('qkv_bias', True))
+        return super()._build_layer(index, cfg)
 
     def is_window_block(self, index: int) -> bool:
         """Whether block ``index`` attends inside windows."""

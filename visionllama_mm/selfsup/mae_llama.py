@@ -30,7 +30,7 @@ RoPE, the raw class token is prepended and ``ln1`` applied, and the result
 is formatted by ``out_type`` / ``out_indices`` like the plain backbone, so a
 pretrained encoder gives features directly (``MAE.extract_feat``).
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -58,105 +58,55 @@ class MAELLaMA(VisionLLaMA):
         arch (str | dict): Architecture name or dict, see
             :class:`~visionllama_mm.backbones.VisionLLaMA`. Defaults to
             ``'b'``.
-        img_size (int | tuple): Usual input size (reference only; RoPE
-            follows the runtime size). Defaults to 224.
-        patch_size (int): Patch size. Defaults to 16.
-        in_channels (int): Input channels. Defaults to 3.
-        out_indices (int | Sequence[int]): Blocks whose outputs the no-mask
-            forward returns. Defaults to -1.
-        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
-        qkv_bias (bool): Bias of the qkv projections. Defaults to True.
-        norm_cfg (dict): LayerNorm config. Defaults to
-            ``dict(type='LN', eps=1e-6)``.
-        final_norm (bool): Apply ``ln1`` after the last block (and to the
-            class token). Defaults to True (official).
         out_type (str): Output format of the no-mask forward: ``'raw'``
             (B, 1 + N, C), ``'featmap'``, ``'avg_featmap'`` or
             ``'cls_token'``. The masked forward always returns raw tokens.
             Defaults to ``'raw'``.
         mask_ratio (float): Fraction of patches removed per sample, in
             [0, 1). Defaults to 0.75.
-        frozen_stages (int): See the plain backbone. Defaults to -1.
-        ffn_hidden_rule (str): ``'mmpretrain'`` (official, needed for the
-            released weights) or ``'llama'``. Defaults to ``'mmpretrain'``.
-        ffn_drop_path (bool): DropPath on the FFN branch too. Defaults to
-            False (official).
-        as_anchor (float, optional): AS2DRoPE anchor; the official MAE uses
-            raw integer positions (None). Defaults to None.
-        anchor_mode (str): ``'height'`` or ``'per_axis'``. Defaults to
-            ``'height'``.
-        rope_base (float): RoPE base. Defaults to 10000.
-        with_cp (bool): Gradient checkpointing. Defaults to False.
-        layer_cfgs (dict | Sequence[dict]): Extra block arguments. Defaults
-            to an empty dict.
-        init_cfg (dict | list[dict], optional): Initialisation config. The
-            MAE recipe sets Xavier-uniform Linear / LN 1-0 on the whole
-            ``MAE`` model. Defaults to None.
+        **kwargs: Further :class:`~visionllama_mm.backbones.VisionLLaMA`
+            arguments (``img_size``, ``patch_size``, ``drop_path_rate``,
+            ``norm_cfg``, ``final_norm`` (``ln1`` after the last block and
+            on the class token; official True), ``ffn_hidden_rule``
+            (official ``'mmpretrain'``), ``with_cp``, ``init_cfg``, ...).
+            The MAE recipe sets Xavier-uniform Linear / LN 1-0 on the whole
+            ``MAE`` model through its ``init_cfg``. ``with_cls_token`` is
+            always True.
     """
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',
-                 img_size: Union[int, Sequence[int]] = 224,
-                 patch_size: int = 16,
-                 in_channels: int = 3,
-                 out_indices: Union[int, Sequence[int]] = -1,
-                 drop_path_rate: float = 0.,
-                 qkv_bias: bool = True,
-                 norm_cfg: dict = dict(type='LN', eps=1e-6),
-                 final_norm: bool = True,
                  out_type: str = 'raw',
                  mask_ratio: float = 0.75,
-                 frozen_stages: int = -1,
-                 ffn_hidden_rule: str = 'mmpretrain',
-                 ffn_drop_path: bool = False,
-                 as_anchor: Optional[float] = None,
-                 anchor_mode: str = 'height',
-                 rope_base: float = 10000.,
-                 with_cp: bool = False,
-                 layer_cfgs: Union[dict, Sequence[dict]] = dict(),
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+                 **kwargs) -> None:
         if not (isinstance(mask_ratio,
                            (int, float)) and 0. <= mask_ratio < 1.):
             raise ValueError('mask_ratio must be a number in [0, 1), got '
                              f'{mask_ratio!r}')
+        if not kwargs.pop('with_cls_token', True):
+            raise ValueError('MAELLaMA needs with_cls_token=True (the class '
+                             'slot of the MAE decoder)')
         super().__init__(
-            arch=arch,
-            img_size=img_size,
-            patch_size=patch_size,
-            in_channels=in_channels,
-            out_indices=out_indices,
-            drop_path_rate=drop_path_rate,
-            qkv_bias=qkv_bias,
-            norm_cfg=norm_cfg,
-            final_norm=final_norm,
-            out_type=out_type,
-            with_cls_token=True,
-            frozen_stages=frozen_stages,
-            ffn_hidden_rule=ffn_hidden_rule,
-            ffn_drop_path=ffn_drop_path,
-            as_anchor=as_anchor,
-            anchor_mode=anchor_mode,
-            rope_base=rope_base,
-            with_cp=with_cp,
-            layer_cfgs=layer_cfgs,
-            init_cfg=init_cfg)
+            arch=arch, out_type=out_type, with_cls_token=True, **kwargs)
+        # the class token skips the blocks: they rotate every token
+        self.num_prefix_tokens = 0
         self.mask_ratio = float(mask_ratio)
         self.num_patches = (
             self.patch_resolution[0] * self.patch_resolution[1])
 
     def init_weights(self) -> None:
-        """Official MAE encoder init (spec §3.5).
+        """Official MAE encoder init
+        (docs/visionllama.md#plain-initialisation).
 
         After the plain init (FFN Xavier-uniform with N(0, 1e-6) biases),
         the patch-embedding weight gets Xavier-uniform on its
         (C, in_channels * p * p) view and ``cls_token`` N(0, 0.02). The
         Xavier / LayerNorm init of the other layers comes from the ``MAE``
-        model's ``init_cfg``.
+        model's ``init_cfg``. An ``init_cfg`` of the encoder replaces all
+        of it.
         """
         super().init_weights()
-        pretrained = isinstance(self.init_cfg, dict) and \
-            self.init_cfg.get('type') == 'Pretrained'
-        if pretrained:
+        if not self.uses_official_init:
             return
         w = self.patch_embed.projection.weight
         with torch.no_grad():
@@ -225,6 +175,23 @@ class MAELLaMA(VisionLLaMA):
             cls_token = self.ln1(cls_token)
         return torch.cat([cls_token, x], dim=1)
 
+    def _embed(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """Patch tokens only: the class token does not pass the blocks."""
+        return self.patch_embed(x)
+
+    def _output(self, index: int, x: Tensor, hw: Tuple[int, int]) -> Tensor:
+        """The class token prepended (raw, as in pretraining; ``ln1``
+        applied with the last block's final norm), then ``out_type``."""
+        last = index == self.num_layers - 1
+        tokens = self._head_tokens(x, normed=last and self.final_norm)
+        return self._format_output(tokens, hw)
+
+    def _encode(self, x: Tensor, hw: Tuple[int, int],
+                rope: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
+        """``ln1(cat(cls_token, blocks(x)))`` for patch tokens ``x``."""
+        x, _ = self._forward_layers(x, hw, rope, collect=False)
+        return self._head_tokens(x, normed=self.final_norm)
+
     def forward_kept(self, x: Tensor, ids_keep: Tensor,
                      hw: Tuple[int, int]) -> Tensor:
         """Encode kept tokens rotated at their own grid positions.
@@ -239,40 +206,12 @@ class MAELLaMA(VisionLLaMA):
         """
         cos, sin = self._rope_tables(hw[0], hw[1], x.device)
         rope = gather_tables(cos, sin, ids_keep)  # (B, K, head_dim)
-        for layer in self.layers:
-            x = self._run_layer(layer, x, rope=rope, num_prefix_tokens=0)
-        x = self._head_tokens(x, normed=False)
-        return self.ln1(x) if self.final_norm else x
-
-    def _forward_unmasked(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """No-mask path: every patch through the blocks with grid RoPE.
-
-        The class token is prepended after the blocks (raw, as in
-        pretraining; ``ln1`` is applied to it with the last block's final
-        norm), then each selected block output is formatted by
-        ``out_type``.
-        """
-        x, hw = self.patch_embed(x)
-        rope = self._rope_tables(hw[0], hw[1], x.device)
-        outs = []
-        for i, layer in enumerate(self.layers):
-            x = self._run_layer(layer, x, rope=rope, num_prefix_tokens=0)
-            last = i == self.num_layers - 1
-            if last and self.final_norm:
-                x = self.ln1(x)
-            if i in self.out_indices:
-                tokens = self._head_tokens(x, normed=last and self.final_norm)
-                outs.append(self._format_output(tokens, hw))
-        return tuple(outs)
+        return self._encode(x, hw, rope)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Unmasked tokens (B, 1 + N, C): class token, then patch tokens."""
-        x, hw = self.patch_embed(x)
-        rope = self._rope_tables(hw[0], hw[1], x.device)
-        for layer in self.layers:
-            x = self._run_layer(layer, x, rope=rope, num_prefix_tokens=0)
-        x = self._head_tokens(x, normed=False)
-        return self.ln1(x) if self.final_norm else x
+        x, hw = self._embed(x)
+        return self._encode(x, hw, None)
 
     def forward(
         self,
@@ -293,7 +232,7 @@ class MAELLaMA(VisionLLaMA):
             tuple: See ``mask``.
         """
         if mask is None or mask is False:
-            return self._forward_unmasked(x)
+            return super().forward(x)
         if mask is not True:
             raise ValueError('mask must be True (random masking), False or '
                              f'None (no masking), got {type(mask).__name__}')
