@@ -23,12 +23,14 @@ def test_parse_arch():
     with pytest.raises(ValueError, match=r"missing \['num_heads'\]"):
         parse_arch(dict(embed_dims=8, num_layers=1), zoo, keys)
     with pytest.raises(ValueError, match=r"unknown \['depth'\]"):
-        parse_arch(dict(zoo['t'], depth=2), zoo, keys)
+        parse_arch(dict(zoo['t'], depth=2), zoo, keys, ())
     assert parse_arch(dict(zoo['t'], depth=2), zoo, keys, ('depth', ))
-    # every plain model uses it: a DeiT arch has no FFN width key
-    with pytest.raises(ValueError, match='feedforward_channels'):
-        VisionLLaMADeiT(arch=dict(TINY, feedforward_channels=64))
-    VisionLLaMA(arch=dict(TINY, feedforward_channels=64))
+    assert parse_arch(dict(zoo['t'], depth=2), zoo, keys)['depth'] == 2
+    # one arch dict serves the plain models; the DeiT one has no FFN width
+    arch = dict(TINY, feedforward_channels=64)
+    kw = dict(arch=arch, patch_size=4, ffn_type='mlp')
+    assert VisionLLaMA(**kw).ffn_hidden == 64
+    assert VisionLLaMADeiT(**kw).ffn_hidden == 4 * 16
 
 
 @pytest.mark.parametrize('cls', [VisionLLaMA, VisionLLaMADeiT, MAELLaMA])

@@ -76,7 +76,11 @@ def tiny_arch(cls, arch):
 
 def backbone_kwargs(cls):
     """Tiny-input settings: 4-pixel patches where the class has them."""
-    params = inspect.signature(cls.__init__).parameters
+    params = {  # a subclass may take its base's arguments as **kwargs
+        name
+        for klass in cls.__mro__ if '__init__' in vars(klass)
+        for name in inspect.signature(klass.__init__).parameters
+    }
     kw = {}
     if 'patch_size' in params:
         kw['patch_size'] = 4

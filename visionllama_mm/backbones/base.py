@@ -48,7 +48,7 @@ Tables = Tuple[Tensor, Tensor]
 def parse_arch(arch: Union[str, dict],
                arch_zoo: Dict[str, dict],
                essential_keys: Sequence[str],
-               optional_keys: Sequence[str] = ()) -> dict:
+               optional_keys: Optional[Sequence[str]] = None) -> dict:
     """Look ``arch`` up in ``arch_zoo`` or validate a custom arch dict.
 
     Args:
@@ -56,8 +56,10 @@ def parse_arch(arch: Union[str, dict],
             dict of settings.
         arch_zoo (dict): Name -> settings.
         essential_keys (Sequence[str]): Keys a custom dict must have.
-        optional_keys (Sequence[str]): Further keys it may have. Defaults
-            to none.
+        optional_keys (Sequence[str], optional): The further keys it may
+            have; None accepts (and leaves to the caller) any further key,
+            so that one arch dict can serve several plain models. Defaults
+            to None.
 
     Returns:
         dict: A copy of the settings.
@@ -72,11 +74,12 @@ def parse_arch(arch: Union[str, dict],
         raise ValueError(f'arch must be one of {sorted(arch_zoo)} or a '
                          f'dict, got {arch!r}')
     missing = set(essential_keys) - set(arch)
-    unknown = set(arch) - set(essential_keys) - set(optional_keys)
+    unknown = set() if optional_keys is None else \
+        set(arch) - set(essential_keys) - set(optional_keys)
     if missing or unknown:
         raise ValueError(
             f'a custom arch needs the keys {sorted(essential_keys)} '
-            f'(optional: {sorted(optional_keys)}); missing '
+            f'(optional: {sorted(optional_keys or ())}); missing '
             f'{sorted(missing)}, unknown {sorted(unknown)}')
     return dict(arch)
 
@@ -238,6 +241,8 @@ class PlainVisionLLaMABase(OfficialInitMixin, BaseModule):
     """
     arch_zoo: Dict[str, dict] = {}
     ESSENTIAL_KEYS = ('embed_dims', 'num_layers', 'num_heads')
+    # arch keys the model reads besides the essential ones (others are
+    # accepted and ignored: one arch dict may serve several plain models)
     OPTIONAL_KEYS: Tuple[str, ...] = ()
     OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
     # Checkpoint entries of the backbone's own namespace that the model has
@@ -275,8 +280,7 @@ class PlainVisionLLaMABase(OfficialInitMixin, BaseModule):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = parse_arch(arch, self.arch_zoo,
-                                        self.ESSENTIAL_KEYS,
-                                        self.OPTIONAL_KEYS)
+                                        self.ESSENTIAL_KEYS)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
         self.num_heads = self.arch_settings['num_heads']
@@ -298,7 +302,8 @@ class PlainVisionLLaMABase(OfficialInitMixin, BaseModule):
         check_choice('ffn_type', ffn_type, FFN_TYPES)
         self.ffn_type = ffn_type
         self.ffn_hidden_rule = ffn_hidden_rule
-        ffc = self.arch_settings.get('feedforward_channels')
+        ffc = self.arch_settings.get('feedforward_channels') \
+            if 'feedforward_channels' in self.OPTIONAL_KEYS else None
         if ffn_type == 'swiglu':
             self.ffn_hidden = swiglu_hidden_dim(
                 self.embed_dims, rule=ffn_hidden_rule, ffn_channels=ffc)
