@@ -130,6 +130,9 @@ def load_weights(model, path, trusted=False):
         # mmengine's URL loader: one download into torch's hub cache, read
         # weights_only and converted by visionllama_mm.weights
         from mmengine.runner.checkpoint import CheckpointLoader
+
+        from visionllama_mm.compat import register_safe_loading
+        register_safe_loading()
         ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     elif load_checkpoint_safe is not None:
         ckpt = load_checkpoint_safe(path, map_location='cpu', trusted=trusted)

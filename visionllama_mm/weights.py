@@ -1,8 +1,8 @@
 """Official weights through mmengine's checkpoint loading, and loud loads.
 
 Two things are installed into ``mmengine.runner.checkpoint`` (by
-:func:`visionllama_mm.compat.install_mmengine_safe_loading`, i.e. by
-``import visionllama_mm``), so that every mmengine route - ``init_cfg=dict(
+:func:`visionllama_mm.compat.register_safe_loading`, which the tools and the
+shipped configs call), so that every mmengine route - ``init_cfg=dict(
 type='Pretrained', ...)``, ``load_from``, ``tools/test.py``,
 ``mmengine.runner.load_checkpoint`` and through it
 ``mmpretrain.get_model(name, pretrained=...)`` and the inferencers - gets
@@ -203,23 +203,26 @@ def _download(url: str) -> str:
     return cached
 
 
-def install_official_loading(module) -> None:
+def install_official_loading(module, read_local: Callable) -> None:
     """Install the converting loaders and the load check (idempotent).
 
+    Called by :func:`visionllama_mm.compat.register_safe_loading`.
+
     Args:
-        module: ``mmengine.runner.checkpoint``, whose local loader
-            :mod:`visionllama_mm.compat` has already made safe.
+        module: ``mmengine.runner.checkpoint``.
+        read_local (callable): ``(filename, map_location)`` reader of local
+            files, :func:`visionllama_mm.compat.load_from_local`; URLs are
+            downloaded once and read with it too.
     """
     loaders = module.CheckpointLoader._schemes
-    local = loaders['']
-    if getattr(local, '__wrapped__', None) is None:
-        local = _converting(local, 'load_from_local')
+    if getattr(loaders.get(''), '__wrapped__', None) is not read_local:
         module.CheckpointLoader.register_scheme(
-            prefixes='', loader=local, force=True)
-    if not getattr(loaders.get('file://'), '__wrapped__', None):
+            prefixes='',
+            loader=_converting(read_local, 'load_from_local'),
+            force=True)
 
         def from_url(filename, map_location=None):
-            return local.__wrapped__(_download(filename), map_location)
+            return read_local(_download(filename), map_location)
 
         module.CheckpointLoader.register_scheme(
             prefixes=_URL_PREFIXES,

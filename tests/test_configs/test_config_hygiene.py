@@ -1,4 +1,5 @@
-"""Every shipped config loads, and no ``_delete_`` marker survives merging.
+"""Every shipped config loads, registers safe checkpoint loading, and no
+``_delete_`` marker survives merging.
 
 mmengine only consumes ``_delete_`` where a base defines the same key; a
 marker left over would reach a constructor as an unexpected argument (e.g.
@@ -31,3 +32,16 @@ def test_configs_have_no_leftover_delete(resolved_configs):
     }
     assert not found, ('`_delete_` has no base key to replace in: '
                        f'{found}')
+
+
+def test_configs_register_safe_loading(resolved_configs):
+    # custom_imports is a config's only hook into whichever train.py runs
+    # it: importing visionllama_mm.safe_loading lets mmengine load runner
+    # checkpoints on torch >= 2.6 (visionllama_mm.compat)
+    missing = [
+        config for config, text in resolved_configs.items()
+        if "] = 'visionllama_mm.safe_loading'" not in text
+    ]
+    assert not missing, ("custom_imports = dict(imports=["
+                         "'visionllama_mm.safe_loading', ...]) is missing "
+                         f'in {missing}')

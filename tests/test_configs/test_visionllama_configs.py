@@ -63,7 +63,6 @@ def test_config_builds_and_runs(path):
     from mmpretrain.registry import MODELS, TRANSFORMS
     from mmpretrain.structures import DataSample
     cfg = Config.fromfile(path)
-    assert cfg.custom_imports.imports == ['visionllama_mm']
     assert cfg.model.backbone.type.startswith('visionllama_mm.')
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(reduce(cfg))
