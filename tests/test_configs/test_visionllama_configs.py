@@ -54,10 +54,6 @@ def reduce(cfg, num_layers=None):
     return model
 
 
-def test_configs_found():
-    assert len(CONFIGS) == 11
-
-
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_config_builds_and_runs(path):
     from mmpretrain.registry import MODELS, TRANSFORMS
