@@ -235,7 +235,8 @@ def _legacy_unsafe_globals(f: io.IOBase) -> List[str]:
         wo._get_user_allowed_globals())
     for _ in range(3):  # magic number, protocol version, system info
         _pickle_globals(f)
-    return [g for g in _pickle_globals(f) if g not in allowed]
+    names = map(_python3_name, _pickle_globals(f))  # torch's spelling
+    return [g for g in names if g not in allowed]
 
 
 def _unsafe_globals(path_or_file: FileLike, start: Optional[int]) -> List[str]:
@@ -248,7 +249,7 @@ def _unsafe_globals(path_or_file: FileLike, start: Optional[int]) -> List[str]:
         try:
             found = torch.serialization.get_unsafe_globals_in_checkpoint(
                 path_or_file)
-        except Exception:  # not a zip file: the legacy format
+        except Exception:  # not a (readable) zip file: the legacy format
             if start is not None:
                 path_or_file.seek(start)
             with contextlib.ExitStack() as stack:
