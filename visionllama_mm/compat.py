@@ -462,7 +462,9 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     ``sync_module_states=False`` (FSDP broadcasts module states only from
     GPU memory; every rank builds the same model from the same seed
     anyway, and a checkpoint given by ``load_from`` is loaded on every
-    rank).
+    rank). For ``DeepSpeedStrategy``, mmengine's ``DeepSpeedOptimWrapper``
+    becomes ``visionllama_mm.CPUDeepSpeedOptimWrapper`` (the ZeRO step's
+    all-gather needs gradient mode off under gloo; see that module).
 
     Args:
         cfg (mmengine.Config): The config; modified in place.
@@ -494,6 +496,7 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
         dist.init_process_group(backend='gloo', **dist_cfg)
     if cfg.get('strategy') is not None:
         _cpu_strategy(cfg.strategy)
+        _cpu_deepspeed_optim_wrapper(cfg)
         return
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:  # what mmengine builds by default, on CPU
@@ -506,6 +509,19 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
             'type',
             'MMDistributedDataParallel')).endswith('DistributedDataParallel'):
         wrapper.setdefault('device_ids', None)
+
+
+def _cpu_deepspeed_optim_wrapper(cfg) -> None:
+    """Under ``DeepSpeedStrategy``, select the CPU DeepSpeed optimizer
+    wrapper (see :func:`setup_cpu_distributed`); modified in place."""
+    kind = str(cfg.strategy.get('type', '')).split('.')[-1]
+    wrapper = cfg.get('optim_wrapper')
+    if kind != 'DeepSpeedStrategy' or wrapper is None or str(
+            wrapper.get('type', '')).split('.')[-1] != 'DeepSpeedOptimWrapper':
+        return
+    # registers the wrapper (imports deepspeed, so only here)
+    import visionllama_mm.engine.optimizers.cpu_deepspeed_optim_wrapper  # noqa
+    wrapper['type'] = 'visionllama_mm.CPUDeepSpeedOptimWrapper'
 
 
 def _cpu_strategy(strategy) -> None:

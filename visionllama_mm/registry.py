@@ -23,6 +23,7 @@ from mmengine.registry import \
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
+from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry as _MMEngineRegistry
@@ -94,6 +95,10 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
 PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS,
                           'visionllama_mm.engine')
 VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS)
+# FlexibleRunner strategies (the FSDP one with resuming fixed); the location
+# is imported only when a config names one (it imports mmengine._strategy)
+STRATEGIES = _child('strategy', MMENGINE_STRATEGIES,
+                    'visionllama_mm.engine.strategies')
 # FSDP auto-wrap policies and activation-checkpointing tests, looked up by
 # mmengine's FSDP wrapper and strategy (visionllama_mm/engine/fsdp.py)
 FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'visionllama_mm.engine')

@@ -48,9 +48,11 @@ def test_config_builds_and_trains_one_step(path):
     if isinstance(model_cfg.arch, str):  # the official recipes
         # (their values: tests/test_configs/test_official_recipes.py)
         if cfg.get('strategy') is not None:
-            # FSDP: mmengine's EMAHook cannot copy a sharded model
-            assert cfg.strategy.type == 'FSDPStrategy'
-            assert cfg.custom_hooks == []
+            # FSDP: the EMA on the parameter shards, same decay
+            assert cfg.strategy.type == 'visionllama_mm.FSDPStrategy'
+            (ema, ) = cfg.custom_hooks
+            assert ema.type == 'visionllama_mm.FSDPEMAHook'
+            assert ema.momentum == 1e-4
         with torch.device('meta'):  # full size, no memory
             net = build_generator(model_cfg.arch, **model_cfg.net_cfg)
         assert net.input_size == 32 and net.cfg_channels == 3
