@@ -1,6 +1,15 @@
 """Suite-wide fixtures."""
 import pytest
 
+from visionllama_mm.compat import register_safe_loading
+
+# The suite runs as a registered process, like tools/train.py: which test
+# happens to load a config first (its custom_imports register too) must not
+# decide how the others load checkpoints. What triggers the registration
+# (tools, configs, the package import) is tested in fresh subprocesses
+# (tests/test_foundation/test_package_imports.py).
+register_safe_loading()
+
 
 @pytest.fixture(autouse=True)
 def _isolate_default_scope():

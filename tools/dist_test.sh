@@ -1,28 +1,6 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun, one process per device.
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py options]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
-# Without CUDA the processes use the gloo backend (tools/test.py sets it up).
+# Environment (NNODES, NODE_RANK, MASTER_ADDR, PORT, PYTHON): tools/dist_launch.sh.
 set -euo pipefail
-
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
-
-PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$TOOLS_DIR/test.py" \
-    "$CONFIG" \
-    "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+exec bash "$(dirname "$0")/dist_launch.sh" test.py "$3" "$1" "$2" "${@:4}"

@@ -121,34 +121,16 @@ def parse_args(argv=None):
 
 
 def load_weights(model, path, trusted=False):
-    """Load ``state_dict`` (EMA weights for runner checkpoints) safely."""
-    try:
-        from visionllama_mm.compat import load_checkpoint_safe
-    except ImportError:
-        load_checkpoint_safe = None
-    if path.startswith(('http://', 'https://', 'file://')):
-        # mmengine's URL loader: one download into torch's hub cache, read
-        # weights_only and converted by visionllama_mm.weights
-        from mmengine.runner.checkpoint import CheckpointLoader
-        ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    elif load_checkpoint_safe is not None:
-        ckpt = load_checkpoint_safe(path, map_location='cpu', trusted=trusted)
-    else:
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception:
-            if not trusted:
-                raise
-            ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    # an official {'model', 'ema', 'opt', 'args'} file converts here
-    from visionllama_mm.weights import convert_official_checkpoint
-    ckpt = convert_official_checkpoint(ckpt, source=path)
-    state = ckpt.get('state_dict', ckpt)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith('data_preprocessor')]
-    if missing or unexpected:
-        raise KeyError(f'checkpoint does not fit the model: missing '
-                       f'{missing[:8]}, unexpected {unexpected[:8]}')
+    """Load the checkpoint's ``state_dict`` (the EMA weights for runner
+    checkpoints and released files) strictly, through mmengine's loading
+    (:func:`visionllama_mm.weights.load_strict`): a file that leaves a
+    tensor of the model unfilled, or holds tensors the model does not use,
+    raises ``CheckpointMismatchError``. ``trusted`` allows full unpickling
+    of a runner checkpoint (torch's ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``)."""
+    from visionllama_mm.weights import load_strict
+    if trusted:
+        os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+    load_strict(model, path, map_location='cpu')
 
 
 def save_grid(images, path, nrow, padding=2):

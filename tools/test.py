@@ -9,11 +9,11 @@ mmagic) and with this package's configs. Examples::
 
 The metrics are printed, logged and written as JSON to
 ``<work_dir>/<timestamp>/metrics.json`` (the tool prints the path).
-The checkpoint is loaded with ``weights_only=True`` and an allow-list (see
-:mod:`visionllama_mm.compat`), released layouts are converted while loading,
-and the load is strict: a checkpoint that does not fill every tensor of the
-model, or holds tensors the model does not have, is an error (see
-:mod:`visionllama_mm.weights`).
+The checkpoint is loaded with ``weights_only=True`` and an allow-list
+(:func:`visionllama_mm.compat.register_safe_loading`, called first), released
+layouts are converted while loading, and the load is strict: a checkpoint
+that does not fill every tensor of the model, or holds tensors the model does
+not have, is an error (see :mod:`visionllama_mm.weights`).
 """
 import argparse
 import inspect
@@ -27,9 +27,7 @@ from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
 from mmengine.registry import HOOKS
 
-# Importing the package installs safe checkpoint loading for mmengine.
-import visionllama_mm  # noqa: F401
-from visionllama_mm.compat import setup_cpu_distributed
+from visionllama_mm.compat import register_safe_loading, setup_cpu_distributed
 from visionllama_mm.weights import strict_load
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))
@@ -187,6 +185,7 @@ def to_jsonable(value):
 
 
 def main(argv=None):
+    register_safe_loading()  # before any checkpoint is read
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)

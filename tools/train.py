@@ -7,9 +7,10 @@ mmagic) and with this package's configs. Examples::
     python tools/train.py CONFIG --cfg-options train_cfg.max_epochs=1
     bash tools/dist_train.sh CONFIG NUM_PROCS [ARGS]
 
-The script imports ``visionllama_mm`` before it builds the Runner, so that
-checkpoints load safely on torch >= 2.6 (``--resume``, ``load_from``), and it
-runs under torchrun on machines without CUDA (gloo backend).
+The script calls :func:`visionllama_mm.compat.register_safe_loading` before
+it reads the config, so that checkpoints load safely on torch >= 2.6
+(``--resume``, ``load_from``), and it runs under torchrun on machines without
+CUDA (gloo backend).
 """
 import argparse
 import os.path as osp
@@ -17,9 +18,7 @@ import sys
 
 from mmengine.config import Config
 
-# Importing the package installs safe checkpoint loading for mmengine.
-import visionllama_mm  # noqa: F401
-from visionllama_mm.compat import setup_cpu_distributed
+from visionllama_mm.compat import register_safe_loading, setup_cpu_distributed
 from visionllama_mm.weights import check_resume_checkpoint
 
 TOOLS_DIR = osp.dirname(osp.abspath(__file__))
@@ -156,6 +155,7 @@ def merge_args(cfg, args):
 
 
 def main(argv=None):
+    register_safe_loading()  # before any checkpoint is read
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)

@@ -1,28 +1,38 @@
-"""Compatibility glue: safe checkpoint loading on torch >= 2.6.
+"""Safe checkpoint loading on torch >= 2.6, and version workarounds.
 
-torch 2.6 made ``torch.load(weights_only=True)`` the default. That refuses
-the pickled Python objects that mmengine runner checkpoints carry
-(``HistoryBuffer`` objects with numpy arrays in the message hub) and the
-``argparse.Namespace`` that deit / DiT / SiT checkpoints store as ``args``.
-mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, so on torch
-2.13 it can neither resume nor load its own checkpoints.
+Why this exists: torch 2.6 made ``torch.load(weights_only=True)`` the
+default. The weights-only unpickler refuses the Python objects that
+mmengine runner checkpoints carry (``HistoryBuffer`` objects with numpy
+arrays in the message hub) and the ``argparse.Namespace`` that deit / DiT /
+SiT checkpoints store as ``args``, while mmengine 0.10.7 calls ``torch.load``
+without ``weights_only`` in its checkpoint loaders (``load_from``,
+``--resume``, ``mmengine.runner.load_checkpoint``, ``init_cfg=dict(
+type='Pretrained')``). On torch 2.13 mmengine can therefore neither resume
+nor load its own checkpoints; passing ``weights_only=False`` instead would
+run whatever code a downloaded file names.
 
-This module fixes that without ever unpickling arbitrary code:
+This module loads them without ever unpickling arbitrary code:
 
 * :data:`CHECKPOINT_SAFE_GLOBALS` is the exact allow-list of globals those
   files need (measured by saving real runner checkpoints).
 * :func:`load_checkpoint_safe` loads with ``weights_only=True`` and that
-  allow-list; it falls back to a full unpickle only when the caller passes
+  allow-list; it unpickles fully only when the caller passes
   ``trusted=True``. Any other global, and any corrupt or truncated file,
   raises an error that names the file.
-* :func:`install_mmengine_safe_loading` (run by ``import visionllama_mm``)
-  registers the allow-list with ``torch.serialization.add_safe_globals`` (so
-  every ``weights_only`` load in the process, e.g. mmengine's URL loader,
-  accepts runner checkpoints) and routes mmengine's local-file checkpoint
-  loader, used by ``load_from``, ``resume`` and
-  ``mmengine.runner.load_checkpoint``, through :func:`load_checkpoint_safe`.
-  There, a file is trusted only when the user sets torch's own switch
-  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``.
+* :func:`register_safe_loading` makes mmengine use it. It is explicit (the
+  package import does not touch mmengine) and idempotent, and is called by
+
+  - ``tools/train.py``, ``tools/test.py``, ``tools/sample.py`` and the
+    other tools that load checkpoints;
+  - every shipped config, through
+    ``custom_imports = dict(imports=['visionllama_mm.safe_loading'])``
+    (importing :mod:`visionllama_mm.safe_loading` calls it), so that
+    OpenMMLab's own ``tools/train.py`` gets it too;
+  - :func:`visionllama_mm.zoo.register_mmpretrain_models` (for
+    ``mmpretrain.get_model(name, pretrained=True)``).
+
+  Python code that builds a Runner from a config dict, or calls
+  ``mmengine.runner.load_checkpoint`` without a config, calls it itself.
 
 :func:`setup_cpu_distributed` lets ``tools/train.py`` / ``tools/test.py`` run
 under torchrun on machines without CUDA (mmengine 0.10.7 always calls
@@ -30,22 +40,20 @@ under torchrun on machines without CUDA (mmengine 0.10.7 always calls
 """
 import argparse
 import contextlib
-import importlib.abc
 import io
 import logging
 import os
 import os.path as osp
 import pickle
-import re
-import sys
+import pickletools
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 
 __all__ = [
     'CHECKPOINT_SAFE_GLOBALS', 'CheckpointLoadError', 'UnsafeCheckpointError',
-    'checkpoint_safe_globals', 'load_checkpoint_safe',
-    'install_mmengine_safe_loading', 'setup_cpu_distributed'
+    'checkpoint_safe_globals', 'load_checkpoint_safe', 'load_from_local',
+    'register_safe_loading', 'setup_cpu_distributed'
 ]
 
 FileLike = Union[str, os.PathLike, io.IOBase]
@@ -79,24 +87,17 @@ _NUMPY_DTYPE_CODES = ('?', 'b', 'B', 'h', 'H', 'i', 'I', 'l', 'L', 'q', 'Q',
                       'e', 'f', 'd', 'g', 'F', 'D', 'G')
 
 # Environment switch of torch that forces full unpickling when a call site
-# does not pass ``weights_only``; honoured by the patched mmengine loader.
+# does not pass ``weights_only``; honoured by :func:`load_from_local`.
 _TORCH_TRUST_ENV = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 
-_UNSAFE_PATTERNS = (
-    re.compile(r'GLOBAL (\S+) was not an allowed global by default'),
-    re.compile(r'Trying to load unsupported GLOBAL (\S+) whose module'),
-    re.compile(
-        r'Trying to call reduce for unrecognized function (.+?)'
-        r'(?: which belongs to .*)?$', re.M),
-    re.compile(
-        r'Can only build Tensor, Parameter, OrderedDict or types '
-        r'allowlisted via `add_safe_globals`, but got (.+)$', re.M),
-    re.compile(
-        r'Can only create new object for nn.Parameter or classes '
-        r'allowlisted via `add_safe_globals` but got (.+)$', re.M),
-)
+# Version checks. torch >= 2.5 can extend the weights-only unpickler
+# (``safe_globals``); before 2.6 ``weights_only`` defaulted to False.
+_HAS_ALLOW_LIST_API = hasattr(torch.serialization, 'safe_globals')
+# torch >= 2.5 lists the globals of a zip checkpoint statically.
+_HAS_STATIC_LISTING = hasattr(torch.serialization,
+                              'get_unsafe_globals_in_checkpoint')
 
-_installed = False
+_registered = False
 
 
 class CheckpointLoadError(RuntimeError):
@@ -116,6 +117,17 @@ class UnsafeCheckpointError(CheckpointLoadError):
     def __init__(self, message: str, offending: List[str]) -> None:
         super().__init__(message)
         self.offending = offending
+
+
+class _RefusedGetattr(pickle.UnpicklingError):
+    """Raised by the restricted ``getattr`` for anything but the
+    HistoryBuffer statistics methods."""
+
+    def __init__(self, obj: Any, name: str) -> None:
+        self.offending = f'builtins.getattr({obj!r}, {name!r})'
+        super().__init__(
+            f'{self.offending} is not allowed (only HistoryBuffer.'
+            f'{{{",".join(_HISTORY_BUFFER_METHODS)}}} are)')
 
 
 def checkpoint_safe_globals() -> List[SafeGlobal]:
@@ -162,11 +174,7 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     from mmengine.logging.history_buffer import HistoryBuffer
     if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(obj, name)
-    raise pickle.UnpicklingError(
-        f'Unsupported global: GLOBAL builtins.getattr was not an allowed '
-        f'global by default (called as getattr({obj!r}, {name!r}); only '
-        f'HistoryBuffer.{{{",".join(_HISTORY_BUFFER_METHODS)}}} are '
-        'allowed)')
+    raise _RefusedGetattr(obj, name)
 
 
 def _describe(f: Any) -> str:
@@ -178,7 +186,7 @@ def _describe(f: Any) -> str:
 
 def _python3_name(name: str) -> str:
     """Python 3 spelling of a global that protocol-2 pickles store under
-    its Python 2 name (``commands.call`` is ``subprocess.call``)."""
+    its Python 2 name (``__builtin__.exec`` is ``builtins.exec``)."""
     import _compat_pickle
     module, _, attr = name.rpartition('.')
     if (module, attr) in _compat_pickle.NAME_MAPPING:
@@ -188,57 +196,93 @@ def _python3_name(name: str) -> str:
     return name
 
 
-def _find_offending(message: str) -> List[str]:
-    found = []
-    for pattern in _UNSAFE_PATTERNS:
-        for match in pattern.finditer(message):
-            name = match.group(1).strip()
-            if name not in found:
-                found.append(name)
+def _pickle_globals(stream: io.IOBase) -> List[str]:
+    """Globals named by the next pickle in ``stream``, read statically.
+
+    Nothing is executed. A damaged stream ends the listing early; what was
+    read completely up to there is returned.
+    """
+    found: List[str] = []
+    strings: List[str] = []  # recent string pushes, for STACK_GLOBAL
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name == 'GLOBAL':
+                found.append(arg.replace(' ', '.', 1))
+            elif opcode.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                found.append(f'{strings[-2]}.{strings[-1]}')
+            elif isinstance(arg, str):
+                strings = (strings + [arg])[-2:]
+            if opcode.name == 'STOP':
+                break
+    except Exception:  # truncated or corrupt: keep the complete names
+        pass
     return found
 
 
-def _static_unsafe_globals(f: FileLike) -> List[str]:
-    """List disallowed globals by disassembling the pickle (runs nothing)."""
-    if not hasattr(torch.serialization, 'get_unsafe_globals_in_checkpoint'):
+def _legacy_unsafe_globals(f: io.IOBase) -> List[str]:
+    """Disallowed globals of a legacy (non-zip) ``torch.save`` file.
+
+    The file is a sequence of pickles (magic number, protocol, system info,
+    then the object); :func:`torch.serialization.get_unsafe_globals_in_
+    checkpoint` reads only zip files, so the object's pickle is listed here
+    against the same allowed sets.
+    """
+    from torch import _weights_only_unpickler as wo
+    if not (hasattr(wo, '_get_allowed_globals')
+            and hasattr(wo, '_get_user_allowed_globals')):
         return []
-    try:
-        if not isinstance(f, (str, os.PathLike)):
-            f.seek(0)
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(f))
-    except Exception:  # legacy (non-zip) files cannot be listed statically
-        return []
+    allowed = set(wo._get_allowed_globals()) | set(
+        wo._get_user_allowed_globals())
+    for _ in range(3):  # magic number, protocol version, system info
+        _pickle_globals(f)
+    names = map(_python3_name, _pickle_globals(f))  # torch's spelling
+    return [g for g in names if g not in allowed]
 
 
-def _missing_attribute(dotted: str) -> bool:
-    """True if ``dotted`` names an attribute that an already imported
-    module lacks (a global name cut short by truncation)."""
-    module, _, attr = dotted.rpartition('.')
-    if module not in sys.modules or not attr.isidentifier():
-        return False
-    return not hasattr(sys.modules[module], attr)
+def _unsafe_globals(path_or_file: FileLike, start: Optional[int]) -> List[str]:
+    """The globals outside the allow-list that the checkpoint names, read
+    statically (nothing runs), in their Python 3 spelling."""
+    if start is not None:
+        path_or_file.seek(start)
+    found: List[str] = []
+    if _HAS_STATIC_LISTING:
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(
+                path_or_file)
+        except Exception:  # not a (readable) zip file: the legacy format
+            if start is not None:
+                path_or_file.seek(start)
+            with contextlib.ExitStack() as stack:
+                f = path_or_file if start is not None else stack.enter_context(
+                    open(path_or_file, 'rb'))
+                found = _legacy_unsafe_globals(f)
+    if start is not None:
+        path_or_file.seek(start)
+    return sorted(dict.fromkeys(map(_python3_name, found)))
 
 
 def _allow_list_context():
     """Context that allows :func:`checkpoint_safe_globals` for one load."""
-    if not hasattr(torch.serialization, 'safe_globals'):
+    if not _HAS_ALLOW_LIST_API:
         # torch < 2.5 cannot extend the weights-only unpickler: such files
         # are refused unless trusted.
         return contextlib.nullcontext()
     # ``safe_globals`` removes its entries on exit, also entries that were
-    # registered before (install_mmengine_safe_loading): pass only the
-    # missing ones.
+    # registered before (register_safe_loading): pass only the missing ones.
     registered = set(torch.serialization.get_safe_globals())
     return torch.serialization.safe_globals(
         [g for g in checkpoint_safe_globals() if g not in registered])
 
 
-def _weights_only_reason(message: str) -> str:
-    """The unpickler's own reason, without torch's advice around it."""
-    marker = 'WeightsUnpickler error:'
-    if marker in message:
-        message = message.split(marker, 1)[1]
-    return ' '.join(message.split('Check the documentation')[0].split())
+def _refused_getattr(exc: BaseException) -> Optional[_RefusedGetattr]:
+    """The restricted ``getattr``'s refusal behind torch's re-raised error
+    (torch raises its own ``UnpicklingError`` ``from None``, which keeps
+    the original as ``__context__``)."""
+    while exc is not None:
+        if isinstance(exc, _RefusedGetattr):
+            return exc
+        exc = exc.__context__
+    return None
 
 
 def load_checkpoint_safe(path_or_file: FileLike,
@@ -251,16 +295,17 @@ def load_checkpoint_safe(path_or_file: FileLike,
     checkpoints (``meta``, ``message_hub`` with ``HistoryBuffer`` and numpy
     arrays, optimizer and scheduler states) and files that store an
     ``argparse.Namespace`` (deit, DiT, SiT). Plain state dicts need nothing
-    extra.
+    extra. When torch's weights-only unpickler refuses a file, the globals
+    that made it refuse are listed by reading the pickle statically.
 
     Args:
         path_or_file (str | os.PathLike | file-like): The checkpoint.
         map_location (Any): Passed to :func:`torch.load`.
             Defaults to ``'cpu'``.
-        trusted (bool): If the file references a global outside the
-            allow-list, unpickle it fully (``weights_only=False``), which
-            runs whatever code the pickle names. Only for files from a source
-            you trust. Defaults to False.
+        trusted (bool): If the weights-only load is refused, unpickle the
+            file fully (``weights_only=False``), which runs whatever code the
+            pickle names. Only for files from a source you trust.
+            Defaults to False.
 
     Returns:
         Any: The loaded object.
@@ -281,31 +326,11 @@ def load_checkpoint_safe(path_or_file: FileLike,
                 return torch.load(
                     path_or_file, map_location=map_location, weights_only=True)
             except pickle.UnpicklingError as exc:
-                message = str(exc)
-                if 'Weights only load failed' not in message:
-                    raise  # not a refusal: a broken pickle stream
-                offending = _find_offending(message)
-                if start is not None:
-                    path_or_file.seek(start)
-                for glob in _static_unsafe_globals(path_or_file):
-                    if glob not in offending:
-                        offending.append(glob)
-                offending = list(dict.fromkeys(map(_python3_name, offending)))
-                if start is not None:
-                    path_or_file.seek(start)
-                if offending and all(map(_missing_attribute, offending)):
-                    offending = []  # names cut short: a truncated stream
-                if not offending and not trusted:
-                    raise CheckpointLoadError(
-                        f'Could not read checkpoint {name}: the weights-only '
-                        'unpickler failed without naming a disallowed global '
-                        f'({_weights_only_reason(message)}). The file may be '
-                        'corrupt; if it is intact and you trust its source, '
-                        'load it with trusted=True.') from None
-                if not trusted:
-                    raise _unsafe_error(name, offending, _trust_hint) from None
-    except CheckpointLoadError:
-        raise
+                # refused by the weights-only unpickler, or a broken stream
+                refusal = exc
+                getattr_call = _refused_getattr(exc)
+                offending = [getattr_call.offending] if getattr_call else \
+                    _unsafe_globals(path_or_file, start)
     except Exception as exc:
         # A damaged pickle stream surfaces as almost any exception type
         # (EOFError, KeyError from the memo, zip reader RuntimeError, ...).
@@ -313,15 +338,25 @@ def load_checkpoint_safe(path_or_file: FileLike,
             f'Could not read checkpoint {name}: the file looks corrupt or '
             f'truncated ({type(exc).__name__}: {exc}). Re-download or '
             're-save it.') from exc
-    # Only reached when the safe load was refused and the caller vouched
-    # for the file.
+    if not trusted:
+        if offending:
+            raise _unsafe_error(name, offending, _trust_hint) from None
+        raise CheckpointLoadError(
+            f'Could not read checkpoint {name}: the weights-only unpickler '
+            'refused it, and it names no global outside the allow-list, so '
+            f'the file looks corrupt or truncated ({refusal}). If it is '
+            'intact and you trust its source, load it with trusted=True.'
+        ) from None
     from mmengine.logging import print_log
     print_log(
-        f'Checkpoint {name} needs globals outside the safe allow-list '
-        f'({", ".join(offending) or "see torch error"}); unpickling it fully '
-        '(weights_only=False) because trusted=True was given.',
+        f'Checkpoint {name} was refused by the weights-only unpickler '
+        f'({", ".join(offending) or "no disallowed global listed"}); '
+        'unpickling it fully (weights_only=False) because trusted=True was '
+        'given.',
         logger='current',
         level=logging.WARNING)
+    if start is not None:
+        path_or_file.seek(start)
     return torch.load(
         path_or_file, map_location=map_location, weights_only=False)
 
@@ -347,8 +382,24 @@ def _env_trusts_checkpoints() -> bool:
     return value in ('1', 'y', 'yes', 'true')
 
 
-def _mmengine_load_from_local(filename: str, map_location: Any) -> Any:
-    """Replacement for ``mmengine.runner.checkpoint.load_from_local``."""
+def load_from_local(filename: str, map_location: Any = None) -> Any:
+    """mmengine's local-file checkpoint loader, made safe.
+
+    The scheme loader that :func:`register_safe_loading` gives
+    ``mmengine.runner.CheckpointLoader`` for local paths (wrapped by
+    :mod:`visionllama_mm.weights`, which converts released layouts). A
+    file is trusted only when the user sets torch's own switch
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``.
+
+    Args:
+        filename (str): The checkpoint path (``~`` is expanded).
+        map_location (Any): Passed to :func:`torch.load`. Defaults to None.
+
+    Raises:
+        FileNotFoundError: There is no such file (as mmengine raises).
+        UnsafeCheckpointError | CheckpointLoadError: See
+            :func:`load_checkpoint_safe`.
+    """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
@@ -362,76 +413,33 @@ def _mmengine_load_from_local(filename: str, map_location: Any) -> Any:
             'loads.'))
 
 
-# mmengine logs ``class_name[10:]`` of the loader: keep the upstream name.
-_mmengine_load_from_local.__name__ = 'load_from_local'
-
-_MMENGINE_CHECKPOINT = 'mmengine.runner.checkpoint'
-
-
-def _patch_mmengine_checkpoint(module) -> None:
-    """Route ``mmengine.runner.checkpoint``'s local loader through
-    :func:`load_checkpoint_safe`."""
-    module.CheckpointLoader.register_scheme(
-        prefixes='', loader=_mmengine_load_from_local, force=True)
-    module.load_from_local = _mmengine_load_from_local
-    # Released layouts convert while loading; partial loads are errors.
-    from visionllama_mm.weights import install_official_loading
-    install_official_loading(module)
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patches ``mmengine.runner.checkpoint`` right after it is executed.
-
-    ``mmengine.runner`` takes seconds to import (it pulls in the optimizers,
-    FSDP and transformers), so ``import visionllama_mm`` does not import it;
-    the patch is applied whenever something else does.
-    """
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _MMENGINE_CHECKPOINT:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, 'find_spec'):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is None or not hasattr(spec.loader, 'exec_module'):
-            return None
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module):
-            exec_module(module)
-            _patch_mmengine_checkpoint(module)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
-
-
-def install_mmengine_safe_loading() -> None:
+def register_safe_loading() -> None:
     """Make mmengine load checkpoints safely on torch >= 2.6 (idempotent).
 
-    * Adds the allow-list to ``torch.serialization.add_safe_globals``.
-    * Routes mmengine's local-file checkpoint loader through
-      :func:`load_checkpoint_safe`, now if ``mmengine.runner`` is imported
-      already, otherwise as soon as it is.
+    * Adds the allow-list to ``torch.serialization.add_safe_globals``, so
+      that every ``weights_only`` load in the process (e.g. mmengine's URL
+      loader, ``torch.load`` with the default) accepts runner checkpoints.
+    * Registers :func:`load_from_local` as the local-file scheme of
+      ``mmengine.runner.CheckpointLoader`` (``load_from``, ``--resume``,
+      ``Pretrained`` init, ``mmengine.runner.load_checkpoint``), together
+      with what :func:`visionllama_mm.weights.install_official_loading`
+      adds on the same path: released layouts convert while loading and
+      partial loads are errors.
 
-    Does nothing on torch < 2.5, which lacks the allow-list API (and where
-    ``weights_only`` still defaults to False).
+    Call it before a Runner loads a checkpoint. The tools and the shipped
+    configs (``custom_imports``) call it; see the module docstring. Imports
+    ``mmengine.runner``. Does nothing on torch < 2.5, which lacks the
+    allow-list API (and where ``weights_only`` still defaults to False).
     """
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    if not hasattr(torch.serialization, 'safe_globals'):
+    global _registered
+    if _registered or not _HAS_ALLOW_LIST_API:
         return
     torch.serialization.add_safe_globals(checkpoint_safe_globals())
-    if _MMENGINE_CHECKPOINT in sys.modules:
-        _patch_mmengine_checkpoint(sys.modules[_MMENGINE_CHECKPOINT])
-    else:
-        sys.meta_path.insert(0, _PatchOnImport())
+    from mmengine.runner import checkpoint
+
+    from visionllama_mm.weights import install_official_loading
+    install_official_loading(checkpoint, load_from_local)
+    _registered = True
 
 
 def setup_cpu_distributed(cfg, launcher: str) -> None:
@@ -454,7 +462,9 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     ``sync_module_states=False`` (FSDP broadcasts module states only from
     GPU memory; every rank builds the same model from the same seed
     anyway, and a checkpoint given by ``load_from`` is loaded on every
-    rank).
+    rank). For ``DeepSpeedStrategy``, mmengine's ``DeepSpeedOptimWrapper``
+    becomes ``visionllama_mm.CPUDeepSpeedOptimWrapper`` (the ZeRO step's
+    all-gather needs gradient mode off under gloo; see that module).
 
     Args:
         cfg (mmengine.Config): The config; modified in place.
@@ -486,6 +496,7 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
         dist.init_process_group(backend='gloo', **dist_cfg)
     if cfg.get('strategy') is not None:
         _cpu_strategy(cfg.strategy)
+        _cpu_deepspeed_optim_wrapper(cfg)
         return
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:  # what mmengine builds by default, on CPU
@@ -498,6 +509,19 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
             'type',
             'MMDistributedDataParallel')).endswith('DistributedDataParallel'):
         wrapper.setdefault('device_ids', None)
+
+
+def _cpu_deepspeed_optim_wrapper(cfg) -> None:
+    """Under ``DeepSpeedStrategy``, select the CPU DeepSpeed optimizer
+    wrapper (see :func:`setup_cpu_distributed`); modified in place."""
+    kind = str(cfg.strategy.get('type', '')).split('.')[-1]
+    wrapper = cfg.get('optim_wrapper')
+    if kind != 'DeepSpeedStrategy' or wrapper is None or str(
+            wrapper.get('type', '')).split('.')[-1] != 'DeepSpeedOptimWrapper':
+        return
+    # registers the wrapper (imports deepspeed, so only here)
+    import visionllama_mm.engine.optimizers.cpu_deepspeed_optim_wrapper  # noqa
+    wrapper['type'] = 'visionllama_mm.CPUDeepSpeedOptimWrapper'
 
 
 def _cpu_strategy(strategy) -> None:

@@ -23,6 +23,7 @@ from mmengine.registry import \
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
+from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry as _MMEngineRegistry
@@ -69,39 +70,35 @@ MODEL_LOCATIONS = [
     'visionllama_mm.engine',  # losses of the official recipes
 ]
 
-MODELS = Registry('model', parent=MMENGINE_MODELS, locations=MODEL_LOCATIONS)
-DATASETS = Registry(
-    'dataset', parent=MMENGINE_DATASETS, locations=['visionllama_mm.datasets'])
-DATA_SAMPLERS = Registry(
-    'data sampler',
-    parent=MMENGINE_DATA_SAMPLERS,
-    locations=['visionllama_mm.engine'])
-TRANSFORMS = Registry(
-    'transform',
-    parent=MMENGINE_TRANSFORMS,
-    locations=['visionllama_mm.datasets'])
+
+def _child(name: str, parent: Registry, *locations: str) -> Registry:
+    """A child of ``parent`` whose modules are imported from ``locations``
+    the first time the registry is searched."""
+    return Registry(name, parent=parent, locations=list(locations))
+
+
+MODELS = _child('model', MMENGINE_MODELS, *MODEL_LOCATIONS)
+DATASETS = _child('dataset', MMENGINE_DATASETS, 'visionllama_mm.datasets')
+DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS,
+                       'visionllama_mm.engine')
+TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS,
+                    'visionllama_mm.datasets')
 # no metric / visualizer of our own yet: the parents' entries serve
-METRICS = Registry('metric', parent=MMENGINE_METRICS)
-HOOKS = Registry(
-    'hook', parent=MMENGINE_HOOKS, locations=['visionllama_mm.engine'])
-OPTIMIZERS = Registry(
-    'optimizer',
-    parent=MMENGINE_OPTIMIZERS,
-    locations=['visionllama_mm.engine'])
-OPTIM_WRAPPERS = Registry(
-    'optim_wrapper',
-    parent=MMENGINE_OPTIM_WRAPPERS,
-    locations=['visionllama_mm.engine'])
-OPTIM_WRAPPER_CONSTRUCTORS = Registry(
-    'optimizer wrapper constructor',
-    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-    locations=['visionllama_mm.engine'])
-PARAM_SCHEDULERS = Registry(
-    'parameter scheduler',
-    parent=MMENGINE_PARAM_SCHEDULERS,
-    locations=['visionllama_mm.engine'])
-VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS)
+METRICS = _child('metric', MMENGINE_METRICS)
+HOOKS = _child('hook', MMENGINE_HOOKS, 'visionllama_mm.engine')
+OPTIMIZERS = _child('optimizer', MMENGINE_OPTIMIZERS, 'visionllama_mm.engine')
+OPTIM_WRAPPERS = _child('optim_wrapper', MMENGINE_OPTIM_WRAPPERS,
+                        'visionllama_mm.engine')
+OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
+                                    MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+                                    'visionllama_mm.engine')
+PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS,
+                          'visionllama_mm.engine')
+VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS)
+# FlexibleRunner strategies (the FSDP one with resuming fixed); the location
+# is imported only when a config names one (it imports mmengine._strategy)
+STRATEGIES = _child('strategy', MMENGINE_STRATEGIES,
+                    'visionllama_mm.engine.strategies')
 # FSDP auto-wrap policies and activation-checkpointing tests, looked up by
 # mmengine's FSDP wrapper and strategy (visionllama_mm/engine/fsdp.py)
-FUNCTIONS = Registry(
-    'function', parent=MMENGINE_FUNCTIONS, locations=['visionllama_mm.engine'])
+FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'visionllama_mm.engine')

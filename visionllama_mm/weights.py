@@ -1,8 +1,8 @@
 """Official weights through mmengine's checkpoint loading, and loud loads.
 
 Two things are installed into ``mmengine.runner.checkpoint`` (by
-:func:`visionllama_mm.compat.install_mmengine_safe_loading`, i.e. by
-``import visionllama_mm``), so that every mmengine route - ``init_cfg=dict(
+:func:`visionllama_mm.compat.register_safe_loading`, which the tools and the
+shipped configs call), so that every mmengine route - ``init_cfg=dict(
 type='Pretrained', ...)``, ``load_from``, ``tools/test.py``,
 ``mmengine.runner.load_checkpoint`` and through it
 ``mmpretrain.get_model(name, pretrained=...)`` and the inferencers - gets
@@ -46,6 +46,21 @@ them:
   ``VISIONLLAMA_MM_ALLOW_PARTIAL_LOAD=1``) turns the error into a warning in
   the run's log; :func:`strict_load` (used by ``tools/test.py``) also
   refuses unused checkpoint tensors and new-by-design gaps.
+* **Inference loads are strict.** A load into a model of this package that
+  an inference entry point of the OpenMMLab libraries starts - the
+  inferencers (``ImageClassificationInferencer``, ``MMSegInferencer``,
+  ``DetInferencer``, the mmagic inferencers, i.e. everything built on
+  ``mmengine.infer.BaseInferencer`` or mmpretrain's ``BaseInferencer``),
+  ``mmpretrain.get_model`` / ``init_model``, ``mmseg.apis.init_model``,
+  ``mmdet.apis.init_detector`` and ``mmagic.apis.init_model`` - runs as
+  under :func:`strict_load`: predictions from a model with a tensor the file
+  did not fill, or from a file with tensors the model does not use, would be
+  silently wrong. These entry points are recognised by the module of a
+  calling frame (:data:`INFERENCE_APIS`), so nothing of those libraries is
+  imported or patched. The tools of this repository that load weights for
+  inference (``tools/sample.py``, ``tools/analysis_tools/
+  mae_reconstruction.py``, the resolution sweep) use :func:`load_strict`.
+  :func:`allow_partial_load` still applies.
 """
 import contextlib
 import fnmatch
@@ -62,7 +77,8 @@ import torch.nn as nn
 __all__ = [
     'OFFICIAL_LAYOUTS', 'CheckpointMismatchError', 'detect_official_layout',
     'convert_official_checkpoint', 'allow_partial_load', 'strict_load',
-    'check_resume_checkpoint', 'install_official_loading'
+    'check_resume_checkpoint', 'install_official_loading', 'load_strict',
+    'INFERENCE_APIS'
 ]
 
 #: Layouts :func:`detect_official_layout` recognises. ``'llama-adapter-v2'``
@@ -71,6 +87,11 @@ OFFICIAL_LAYOUTS = ('pyramid-deit', 'plain-deit', 'dit', 'llama-adapter-v2')
 
 #: Environment switch that allows partial loads everywhere in the process.
 PARTIAL_ENV = 'VISIONLLAMA_MM_ALLOW_PARTIAL_LOAD'
+
+#: Modules (and their submodules) whose functions load weights for
+#: inference; a load of a model of this package they start is strict.
+INFERENCE_APIS = ('mmengine.infer', 'mmpretrain.apis', 'mmseg.apis',
+                  'mmdet.apis', 'mmagic.apis')
 
 _URL_PREFIXES = ('http://', 'https://', 'file://')
 _SHOWN = 5  # unmatched keys listed per side in the error
@@ -203,23 +224,26 @@ def _download(url: str) -> str:
     return cached
 
 
-def install_official_loading(module) -> None:
+def install_official_loading(module, read_local: Callable) -> None:
     """Install the converting loaders and the load check (idempotent).
 
+    Called by :func:`visionllama_mm.compat.register_safe_loading`.
+
     Args:
-        module: ``mmengine.runner.checkpoint``, whose local loader
-            :mod:`visionllama_mm.compat` has already made safe.
+        module: ``mmengine.runner.checkpoint``.
+        read_local (callable): ``(filename, map_location)`` reader of local
+            files, :func:`visionllama_mm.compat.load_from_local`; URLs are
+            downloaded once and read with it too.
     """
     loaders = module.CheckpointLoader._schemes
-    local = loaders['']
-    if getattr(local, '__wrapped__', None) is None:
-        local = _converting(local, 'load_from_local')
+    if getattr(loaders.get(''), '__wrapped__', None) is not read_local:
         module.CheckpointLoader.register_scheme(
-            prefixes='', loader=local, force=True)
-    if not getattr(loaders.get('file://'), '__wrapped__', None):
+            prefixes='',
+            loader=_converting(read_local, 'load_from_local'),
+            force=True)
 
         def from_url(filename, map_location=None):
-            return local.__wrapped__(_download(filename), map_location)
+            return read_local(_download(filename), map_location)
 
         module.CheckpointLoader.register_scheme(
             prefixes=_URL_PREFIXES,
@@ -274,6 +298,55 @@ def strict_load() -> contextlib.AbstractContextManager:
     and every checkpoint tensor must be used (evaluation, inference); it
     applies to the models of every library, not only this package's."""
     return _load_mode('strict')
+
+
+def _inference_caller() -> Optional[str]:
+    """The module of the innermost calling frame that belongs to one of
+    :data:`INFERENCE_APIS`, or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get('__name__') or ''
+        if any(name == api or name.startswith(api + '.')
+               for api in INFERENCE_APIS):
+            return name
+        frame = frame.f_back
+    return None
+
+
+def load_strict(model: nn.Module,
+                filename: str,
+                map_location: Any = 'cpu',
+                revise_keys: Optional[list] = None) -> dict:
+    """Load a checkpoint for inference: every tensor of ``model`` must come
+    from the file and every tensor of the file must be used.
+
+    The file goes through mmengine's checkpoint loading (local paths and
+    URLs, released layouts converted, ``weights_only`` reading), so this is
+    ``mmengine.runner.load_checkpoint`` under :func:`strict_load`.
+
+    Args:
+        model (nn.Module): The model to fill.
+        filename (str): Path or URL of the checkpoint.
+        map_location (Any): Passed to the loader. Defaults to ``'cpu'``.
+        revise_keys (list, optional): ``(pattern, replacement)`` pairs
+            applied to the file's keys (mmengine's ``revise_keys``).
+            Defaults to stripping a ``module.`` prefix.
+
+    Returns:
+        dict: The loaded checkpoint (``meta`` etc.).
+
+    Raises:
+        CheckpointMismatchError: The file does not fit the model; the
+            message names the file and the unmatched keys.
+    """
+    from mmengine.runner.checkpoint import load_checkpoint
+
+    from visionllama_mm.compat import register_safe_loading
+    register_safe_loading()  # weights_only reading, layouts converted
+    kwargs = {} if revise_keys is None else dict(revise_keys=revise_keys)
+    with strict_load():
+        return load_checkpoint(
+            model, filename, map_location=map_location, **kwargs)
 
 
 def _is_ours(model: nn.Module) -> bool:
@@ -374,6 +447,11 @@ def _checked_load_state_dict(original: Callable) -> Callable:
         source = getattr(_state, 'source', None) or 'state dict'
         _state.source = None
         mode = 'strict' if strict else _mode()
+        caller = None
+        if mode == 'default' and _is_ours(target):
+            caller = _inference_caller()
+            if caller is not None:  # predictions of a partial load are wrong
+                mode = 'strict'
         if mode != 'strict' and not _is_ours(target):
             return original(module, state_dict, strict, logger)
         seen: Dict[str, list] = {}
@@ -413,6 +491,9 @@ def _checked_load_state_dict(original: Callable) -> Callable:
                           unfilled, unexpected, mismatched, other)
         failed = unfilled or errors or (mode == 'strict' and unexpected)
         if failed and mode != 'partial':
+            if caller is not None:
+                message += (f'\nLoads for inference ({caller}) are strict: '
+                            'every tensor of the model and of the file.')
             raise CheckpointMismatchError(
                 message + '\nTo load only part of it on purpose, wrap the '
                 'call in visionllama_mm.weights.allow_partial_load() or set '

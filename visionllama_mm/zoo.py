@@ -181,7 +181,9 @@ def register_mmpretrain_models(path: Optional[str] = None) -> List[str]:
     (:data:`MMPRETRAIN_TASKS`) and result-less entries whose config has
     ``default_scope='mmpretrain'`` (e.g. MAE pretraining). Segmentation,
     detection and generation models are left out: ``get_model`` builds in
-    mmpretrain's scope only. Calling it again is a no-op.
+    mmpretrain's scope only. Also registers safe checkpoint loading
+    (:func:`visionllama_mm.compat.register_safe_loading`). Calling it again
+    is a no-op.
 
     Args:
         path (str, optional): ``model-index.yml``. Defaults to
@@ -194,6 +196,11 @@ def register_mmpretrain_models(path: Optional[str] = None) -> List[str]:
     import yaml
     from mmpretrain.apis import ModelHub
 
+    from visionllama_mm.compat import register_safe_loading
+
+    # get_model(name, pretrained=True) reads (and converts) the released
+    # files through mmengine's checkpoint loading
+    register_safe_loading()
     path = osp.realpath(path or find_model_index())
     if _registered.get(path):
         return []

@@ -4,7 +4,8 @@
 # official decay 0.9999), seed 0. The recipes set the iterations, learning
 # rate, log and checkpoint intervals.
 default_scope = 'mmagic'
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 train_cfg = dict(type='IterBasedTrainLoop')
 val_cfg = None

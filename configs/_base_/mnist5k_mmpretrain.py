@@ -8,7 +8,7 @@
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 
 custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.datasets'],
+    imports=['visionllama_mm.safe_loading', 'visionllama_mm.datasets'],
     allow_failed_imports=False)
 
 # ---------------------------------------------------------------- data

@@ -16,7 +16,8 @@
 # file with tools/model_converters (optional: they also load it directly).
 _base_ = 'mmpretrain::mae/mae_vit-base-p16_8xb512-amp-coslr-800e_in1k.py'
 
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

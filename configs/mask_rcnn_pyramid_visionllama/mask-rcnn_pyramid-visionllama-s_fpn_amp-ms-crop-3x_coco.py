@@ -10,7 +10,8 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py'
 ]
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 # ImageNet-1k Pyramid VisionLLaMA-S: the official deit checkpoint (HF
 # mtgv/Pyramid-VisionLLaMA-S best_checkpoint.pth, as downloaded or as its

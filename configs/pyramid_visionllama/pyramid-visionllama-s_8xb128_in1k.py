@@ -9,7 +9,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 # model settings: the deit classifier (GAP with the double final norm)
 model = dict(

@@ -8,7 +8,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
     '../_base_/schedules/nuclei_1k_iters.py'
 ]
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 embed_dims = [32, 64, 96, 128]
 channels = 64

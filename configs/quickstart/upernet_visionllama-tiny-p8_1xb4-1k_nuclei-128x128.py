@@ -10,7 +10,8 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     '../_base_/schedules/nuclei_1k_iters.py'
 ]
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 norm_cfg = dict(type='BN', requires_grad=True)
 embed_dims = 64

@@ -11,7 +11,7 @@ _base_ = [
     '../_base_/schedules/nuclei_1k_iters.py'
 ]
 custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.necks'],
+    imports=['visionllama_mm.safe_loading', 'visionllama_mm.necks'],
     allow_failed_imports=False)
 
 embed_dims = 64

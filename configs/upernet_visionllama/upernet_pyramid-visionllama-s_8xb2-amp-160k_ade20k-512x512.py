@@ -4,7 +4,8 @@
 # the GSA blocks (auto_scale=True, anchor 14 tokens in every stage, the
 # official setting); a fresh LayerNorm after each stage feeds the next.
 _base_ = ['mmseg::twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 # ImageNet-1k Pyramid VisionLLaMA-S: the official deit checkpoint (HF
 # mtgv/Pyramid-VisionLLaMA-S best_checkpoint.pth, as downloaded or as its

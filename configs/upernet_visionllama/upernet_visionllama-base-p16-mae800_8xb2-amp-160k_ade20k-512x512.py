@@ -8,7 +8,8 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py'
 ]
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 # MAE-pretrained VisionLLaMA-B: the last checkpoint of
 # configs/mae_visionllama/mae_visionllama-base-p16_8xb512-amp-coslr-800e_in1k.py, or the released

@@ -10,7 +10,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 # The MAE encoder: the HF file mtgv/VisionLLaMA-Base-MAE/epoch_800.pth
 # converted with tools/model_converters/visionllama_to_mmpretrain.py (or an

@@ -9,7 +9,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 # HF mtgv/VisionLLaMA-Base-MAE/epoch_800.pth, converted with
 # tools/model_converters/visionllama_to_mmpretrain.py

@@ -8,7 +8,7 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.necks'],
+    imports=['visionllama_mm.safe_loading', 'visionllama_mm.necks'],
     allow_failed_imports=False)
 
 # MAE-pretrained VisionLLaMA-B: the last checkpoint of

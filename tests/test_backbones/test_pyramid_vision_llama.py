@@ -19,6 +19,7 @@ sys.path.insert(0, osp.dirname(__file__))
 import pyramid_reference as ref  # noqa: E402
 
 TINY = ref.TINY
+CPU = torch.device('cpu')
 
 
 def count(model):
@@ -57,10 +58,6 @@ class TestPyramidVisionLLaMA(TestCase):
         cfg['arch']['num_heads'] = [1, 2, 3, 5]  # 128 / 5
         with self.assertRaisesRegex(ValueError, 'multiple of 4'):
             PyramidVisionLLaMA(**cfg)
-        # aliases name the same settings
-        for short, long in [('s', 'small'), ('b', 'base'), ('l', 'large')]:
-            self.assertIs(PyramidVisionLLaMA.arch_zoo[short],
-                          PyramidVisionLLaMA.arch_zoo[long])
 
     def test_invalid_options(self):
         for kwargs, regex in [
@@ -128,6 +125,36 @@ class TestPyramidVisionLLaMA(TestCase):
         self.assertIn('norm.weight', names)
         self.assertIn('blocks.0.1.attn.sr.weight', names)
         self.assertIn('blocks.3.1.attn.kv.weight', names)
+
+    def test_blocks_read_their_attention_kind(self):
+        """The tables a block gets, the stage's GSA tables and the input
+        size check follow the block's attention module, not its index."""
+        model = PyramidVisionLLaMADET(**self.cfg)
+        calls = []
+        for stage in model.blocks:
+            for block in stage:
+                block.register_forward_pre_hook(
+                    lambda m, args, kwargs: calls.append(
+                        (m.attn.kind,
+                         sorted(k for k in kwargs if k.startswith('rope')))),
+                    with_kwargs=True)
+        model(torch.randn(1, 3, 64, 64))
+        self.assertEqual(calls, [('lsa', ['rope']),
+                                 ('gsa', ['rope_k', 'rope_q'])] * 4)
+        # a last stage of one (LSA) block needs no sr_ratio x sr_ratio grid
+        arch = dict(copy.deepcopy(TINY), depths=[2, 2, 2, 1])
+        arch['sr_ratios'] = [8, 4, 2, 4]
+        short = PyramidVisionLLaMADET(arch)
+        self.assertEqual(short.min_input_size, 32)
+        self.assertEqual(
+            short(torch.randn(1, 3, 64, 64))[3].shape[-2:], (2, 2))
+        # stage 3 (sr 1) with LSA in both blocks: no GSA tables, LSA tables
+        # for its second block, still runs
+        model.blocks[3][1].attn = GroupAttention(128, 4, window_size=7)
+        self.assertNotIn('gsa_q', model.stage_tables(3, (2, 2), CPU))
+        calls.clear()
+        model(torch.randn(1, 3, 64, 64))
+        self.assertEqual(calls[-2:], [('lsa', ['rope'])] * 2)
 
     def test_init(self):
         model = PyramidVisionLLaMA(**self.cfg, num_classes=5)

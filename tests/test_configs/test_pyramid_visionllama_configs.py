@@ -8,18 +8,6 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
     glob.glob(osp.join(ROOT, 'configs', 'pyramid_visionllama', '*.py')))
-EXPECTED = {
-    's': ('small', 512, 0.2),
-    'b': ('base', 768, 0.3),
-    'l': ('large', 1024, 0.5),
-}
-
-
-def test_configs_present():
-    names = [osp.basename(c) for c in CONFIGS]
-    assert names == [
-        f'pyramid-visionllama-{s}_8xb128_in1k.py' for s in ('b', 'l', 's')
-    ]
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
@@ -30,13 +18,6 @@ def test_config_builds_and_forwards(path):
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(path)
     import_modules_from_strings(**cfg.custom_imports)
-    size = osp.basename(path).split('_')[0][-1]
-    arch, width, drop_path = EXPECTED[size]
-    backbone = cfg.model.backbone
-    assert backbone.type == 'visionllama_mm.PyramidVisionLLaMA'
-    assert (backbone.arch, backbone.drop_path_rate) == (arch, drop_path)
-    assert backbone.head_double_norm and backbone.gsa_key_pos == 'official'
-    assert cfg.model.head.in_channels == width
     # the recipe values: tests/test_configs/test_official_recipes.py
     model = MODELS.build(cfg.model).eval()  # built with the official init
     with torch.no_grad():

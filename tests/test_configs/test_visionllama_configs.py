@@ -54,16 +54,11 @@ def reduce(cfg, num_layers=None):
     return model
 
 
-def test_configs_found():
-    assert len(CONFIGS) == 11
-
-
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_config_builds_and_runs(path):
     from mmpretrain.registry import MODELS, TRANSFORMS
     from mmpretrain.structures import DataSample
     cfg = Config.fromfile(path)
-    assert cfg.custom_imports.imports == ['visionllama_mm']
     assert cfg.model.backbone.type.startswith('visionllama_mm.')
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(reduce(cfg))

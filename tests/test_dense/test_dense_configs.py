@@ -109,7 +109,6 @@ def test_config_builds_and_forwards(path):
     cfg = Config.fromfile(path)
     if any(s in osp.basename(path) for s in REDUCED_DEPTH):
         reduce_depth(cfg)
-    assert 'visionllama_mm' in cfg.custom_imports['imports']
     assert cfg.model.backbone.type.startswith('visionllama_mm.')
     scope = cfg.default_scope
     assert scope in ('mmseg', 'mmdet')

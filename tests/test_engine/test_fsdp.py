@@ -22,7 +22,13 @@ from foundation_utils import subprocess_env  # noqa: E402
 # isort: on
 
 FSDP_TOY = osp.join(TEST_DATA, 'configs', 'toy_classification_fsdp.py')
+FSDP_INTERRUPTED = osp.join(TEST_DATA, 'configs',
+                            'toy_classification_fsdp_interrupted.py')
 REF_TOY = osp.join(TEST_DATA, 'configs', 'toy_classification_global_loss.py')
+FSDP_EMA = osp.join(TEST_DATA, 'configs', 'toy_classification_fsdp_ema.py')
+FSDP_EMA_INTERRUPTED = osp.join(TEST_DATA, 'configs',
+                                'toy_classification_fsdp_ema_interrupted.py')
+REF_EMA = osp.join(TEST_DATA, 'configs', 'toy_classification_ema.py')
 TRAIN = osp.join('tools', 'train.py')
 TEST = osp.join('tools', 'test.py')
 
@@ -125,6 +131,13 @@ def test_cpu_settings_of_strategies():
     assert wrapper.sync_module_states is False
     assert wrapper.auto_wrap_policy.type == \
         'visionllama_mm.llama_block_wrap_policy'
+    # the snippet's strategy: mmengine's, with optimizer-state loading for
+    # torch >= 2.1 (found through the registry's location)
+    from mmengine._strategy import FSDPStrategy as MMEngineFSDPStrategy
+    from mmengine.registry import STRATEGIES
+    strategy_cls = STRATEGIES.get(cfg.strategy.type)
+    assert strategy_cls.__module__ == 'visionllama_mm.engine.strategies'
+    assert issubclass(strategy_cls, MMEngineFSDPStrategy)
     ddp = dict(type='DDPStrategy')
     _cpu_strategy(ddp)
     assert ddp['model_wrapper']['device_ids'] is None
@@ -182,12 +195,17 @@ def test_fsdp_two_processes_equal_one_process(reference_run, fsdp_run,
 
 
 @pytest.mark.slow
-def test_fsdp_resume_matches_uninterrupted(fsdp_run, tmp_path):
-    """2 epochs, then --resume to 4 under FSDP = 4 epochs in one go."""
+def test_fsdp_resume_matches_uninterrupted(tmp_path):
+    """4 epochs under FSDP = the same run stopped after epoch 2 (as if
+    killed there, config unchanged) and resumed with --resume: the model,
+    the sharded SGD momentum (the full optimizer state of the checkpoint,
+    re-sharded on load) and the scheduler all continue."""
     full = str(tmp_path / 'full')
     dist_train(FSDP_TOY, full)
     part = str(tmp_path / 'part')
-    dist_train(FSDP_TOY, part, '--cfg-options', 'train_cfg.max_epochs=2')
+    dist_train(FSDP_INTERRUPTED, part)
+    assert sorted(global_losses(part)) == list(range(1, 13))
+    assert not osp.exists(osp.join(part, 'epoch_3.pth'))
     dist_train(FSDP_TOY, part, '--resume')
     want, got = global_losses(full), global_losses(part)
     assert sorted(got) == sorted(want) == list(range(1, 25))
@@ -199,12 +217,75 @@ def test_fsdp_resume_matches_uninterrupted(fsdp_run, tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)
 
 
-def _fsdp_variant(tmp_path, base, extra=''):
-    """A config that puts ``base`` under the shipped FSDP snippet."""
+def _assert_checkpoints_close(got, want, keys=('state_dict', )):
+    from visionllama_mm.compat import load_checkpoint_safe
+    got, want = load_checkpoint_safe(got), load_checkpoint_safe(want)
+    for key in keys:
+        assert sorted(got[key]) == sorted(want[key]), key
+        for k in want[key]:
+            torch.testing.assert_close(
+                got[key][k], want[key][k], atol=1e-5, rtol=1e-5, msg=k)
+    return got
+
+
+def test_fsdp_ema_hook_refuses_what_it_cannot_average():
+    from types import SimpleNamespace
+
+    from visionllama_mm.engine.hooks import FSDPEMAHook
+    with pytest.raises(ValueError, match='update_buffers must be False'):
+        FSDPEMAHook(momentum=0.5, update_buffers=True)
+    hook = FSDPEMAHook(momentum=0.5)
+    with pytest.raises(TypeError, match='use EMAHook otherwise'):
+        hook.before_run(SimpleNamespace(model=nn.Linear(2, 2)))
+
+
+@pytest.mark.slow
+def test_fsdp_ema_equals_one_process_ema(tmp_path):
+    """FSDPEMAHook keeps the average on each rank's parameter shards; the
+    checkpoint holds the full average in ``state_dict`` and the trained
+    weights in ``ema_state_dict``, equal to mmengine's EMAHook in one
+    process on the same data."""
+    ref = str(tmp_path / 'ref')
+    run_tool([
+        TRAIN, REF_EMA, '--work-dir', ref, '--cfg-options',
+        'train_cfg.max_epochs=2'
+    ])
+    work_dir = str(tmp_path / 'fsdp')
+    out = dist_train(FSDP_EMA, work_dir, '--cfg-options',
+                     'train_cfg.max_epochs=2')
+    assert 'FSDPEMAHook' in out
+    got = _assert_checkpoints_close(
+        osp.join(work_dir, 'epoch_2.pth'),
+        osp.join(ref, 'epoch_2.pth'),
+        keys=('state_dict', 'ema_state_dict'))
+    assert int(got['ema_state_dict']['steps']) == 12
+    # the average is not the trained weights
+    assert not torch.allclose(got['state_dict']['net.0.weight'],
+                              got['ema_state_dict']['module.net.0.weight'])
+
+
+@pytest.mark.slow
+def test_fsdp_ema_resume_matches_uninterrupted(tmp_path):
+    """Stopped after epoch 2 and resumed, the sharded EMA continues as in
+    one uninterrupted run."""
+    full = str(tmp_path / 'full')
+    dist_train(FSDP_EMA, full)
+    part = str(tmp_path / 'part')
+    dist_train(FSDP_EMA_INTERRUPTED, part)
+    dist_train(FSDP_EMA, part, '--resume')
+    got = _assert_checkpoints_close(
+        osp.join(part, 'epoch_4.pth'),
+        osp.join(full, 'epoch_4.pth'),
+        keys=('state_dict', 'ema_state_dict'))
+    assert int(got['ema_state_dict']['steps']) == 24
+
+
+def _fsdp_variant(tmp_path, base, extra='', snippet='fsdp_checkpointing.py'):
+    """A config that puts ``base`` under a shipped FSDP snippet."""
     path = tmp_path / f'fsdp_{osp.basename(base)}'
     strategies = osp.join(REPO_ROOT, 'configs', '_base_', 'strategies')
     path.write_text(f'_base_ = [{base!r}, '
-                    f'{osp.join(strategies, "fsdp_checkpointing.py")!r}]\n'
+                    f'{osp.join(strategies, snippet)!r}]\n'
                     f'{extra}\n')
     return str(path)
 
@@ -292,3 +373,50 @@ def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
         k.endswith(('attention.wq.weight', 'tok_embeddings.weight'))
         for k in sd)
     assert any(k.startswith('llama.layers.') for k in sd)
+
+
+@pytest.mark.slow
+def test_dit_ema_under_fsdp_equals_replicated_ema(tmp_path):
+    """Tiny DiT-LLaMA, 2 processes, 4 iterations: the EMA that FSDPEMAHook
+    keeps on the parameter shards equals mmengine's EMAHook on DDP replicas
+    (same data and noise on each rank); both checkpoints hold the average in
+    ``state_dict`` and the trained weights in ``ema_state_dict``. Both runs
+    start from one saved initialisation (Runner and FlexibleRunner build the
+    model at different points of the random stream)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    config = osp.join(REPO_ROOT, QUICKSTART['dit'][0])
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    init = str(tmp_path / 'init.pth')
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), init)
+    options = [
+        'train_cfg.max_iters=4', 'train_dataloader.batch_size=8', GLOO,
+        'randomness.seed=0', f'load_from={init}'
+    ]
+    ddp = str(tmp_path / 'ddp')
+    dist_train(config, ddp, '--cfg-options', *options,
+               'custom_hooks.0.momentum=0.5')
+    cfg_path = _fsdp_variant(
+        tmp_path,
+        config, "custom_hooks = [dict(type='visionllama_mm.FSDPEMAHook', "
+        "momentum=0.5, priority='ABOVE_NORMAL')]",
+        snippet='fsdp.py')
+    fsdp = str(tmp_path / 'fsdp')
+    out = dist_train(cfg_path, fsdp, '--cfg-options', *options)
+    assert 'FSDPEMAHook' in out
+    from visionllama_mm.compat import load_checkpoint_safe
+    want = load_checkpoint_safe(osp.join(ddp, 'iter_4.pth'))
+    got = load_checkpoint_safe(osp.join(fsdp, 'iter_4.pth'))
+    assert int(got['ema_state_dict']['steps']) == 4
+    for key in ('state_dict', 'ema_state_dict'):
+        assert sorted(got[key]) == sorted(want[key])
+        for k in want[key]:
+            torch.testing.assert_close(
+                got[key][k], want[key][k], atol=1e-5, rtol=1e-5, msg=k)
+    # the average is not the trained weights
+    name = 'net.final_layer.linear.weight'
+    if name in got['state_dict']:
+        assert not torch.allclose(got['state_dict'][name],
+                                  got['ema_state_dict'][f'module.{name}'])

@@ -16,11 +16,11 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-import visionllama_mm  # noqa: F401  (installs the mmengine loader)
 from visionllama_mm.compat import (CHECKPOINT_SAFE_GLOBALS,
                                    CheckpointLoadError, UnsafeCheckpointError,
                                    checkpoint_safe_globals,
-                                   load_checkpoint_safe)
+                                   load_checkpoint_safe, load_from_local,
+                                   register_safe_loading)
 
 
 class _Payload:
@@ -270,11 +270,17 @@ class TestMMEngineLoading:
         _load_checkpoint(path)
         assert osp.exists(marker)
 
-    def test_install_is_idempotent(self):
-        from visionllama_mm.compat import install_mmengine_safe_loading
+    def test_registration_is_idempotent(self):
+        # tests/conftest.py registered already, as the tools do
+        import mmengine.runner.checkpoint as checkpoint
+
+        from visionllama_mm.weights import install_official_loading
         before = dict(CheckpointLoader._schemes)
-        install_mmengine_safe_loading()
+        safe = set(torch.serialization.get_safe_globals())
+        register_safe_loading()
+        install_official_loading(checkpoint, load_from_local)
         assert dict(CheckpointLoader._schemes) == before
+        assert set(torch.serialization.get_safe_globals()) == safe
 
 
 def test_unpickling_error_is_not_swallowed(tmp_path):

@@ -1,9 +1,10 @@
 """What `import visionllama_mm` pulls in, and the pinned stack imports."""
 import json
+import re
 import subprocess
 import sys
 
-from foundation_utils import REPO_ROOT, subprocess_env
+from foundation_utils import REPO_ROOT, TOY_CONFIG, subprocess_env
 
 
 def _python(code):
@@ -15,7 +16,10 @@ def _python(code):
                           text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:]
-    return proc.stdout
+    # drop log records that optional libraries print on import (deepspeed's
+    # accelerator detection, when mmengine finds it installed)
+    return '\n'.join(line for line in proc.stdout.splitlines()
+                     if not re.match(r'\[\d{4}-\d\d-\d\d ', line))
 
 
 def test_import_is_light():
@@ -29,19 +33,44 @@ def test_import_is_light():
     assert lines[-1].startswith(REPO_ROOT)
 
 
-def test_mmengine_loader_patched_in_any_import_order():
-    check = ('from mmengine.runner.checkpoint import CheckpointLoader\n'
-             "loader = CheckpointLoader._get_checkpoint_loader('a.pth')\n"
-             'print(loader.__module__)\n')
-    # visionllama_mm first: the patch waits for mmengine.runner
-    out = _python('import sys, visionllama_mm\n'
-                  "print('mmengine.runner' in sys.modules)\n" + check)
-    # the local-file loader is visionllama_mm.weights' (it converts official
-    # layouts, then loads safely through compat)
-    assert out.strip().splitlines()[-2:] == ['False', 'visionllama_mm.weights']
-    # mmengine.runner first: patched on import of visionllama_mm
-    out = _python('import mmengine.runner, visionllama_mm\n' + check)
-    assert out.strip().splitlines()[-1] == 'visionllama_mm.weights'
+LOADER = ('from mmengine.runner.checkpoint import CheckpointLoader\n'
+          "loader = CheckpointLoader._get_checkpoint_loader('a.pth')\n"
+          'print(loader.__module__)\n')
+
+
+def test_package_import_leaves_mmengine_alone():
+    # no import hook, no mmengine.runner import, mmengine's own loader
+    out = _python('import json, sys, visionllama_mm, visionllama_mm.registry\n'
+                  "state = ['mmengine.runner' in sys.modules, any(\n"
+                  "    type(f).__module__.startswith('visionllama_mm')\n"
+                  '    for f in sys.meta_path)]\n' + LOADER +
+                  'print(json.dumps(state))\n')
+    lines = _printed(out)
+    assert lines[-2] == 'mmengine.runner.checkpoint'
+    assert json.loads(lines[-1]) == [False, False]
+
+
+def test_safe_loading_registered_explicitly():
+    # the local-file loader becomes visionllama_mm.weights' (it converts
+    # official layouts, then loads safely through compat)
+    out = _python('import mmengine.runner\n'
+                  'from visionllama_mm.compat import register_safe_loading\n'
+                  'register_safe_loading()\n' + LOADER)
+    assert _printed(out)[-1] == 'visionllama_mm.weights'
+    # configs: custom_imports = dict(imports=['visionllama_mm.safe_loading'])
+    out = _python('from mmengine.config import Config\n'
+                  f'Config.fromfile({TOY_CONFIG!r})\n' + LOADER)
+    assert _printed(out)[-1] == 'visionllama_mm.weights'
+
+
+def _printed(out):
+    """The printed lines of ``out`` without deepspeed's log lines
+    (``[date time] [LEVEL] ...`` on stdout; mmengine.runner imports
+    deepspeed when the optional package is installed)."""
+    return [
+        line for line in out.strip().splitlines()
+        if not re.match(r'\[\d{4}-\d\d-\d\d [\d:,]+\] \[[A-Z]+\]', line)
+    ]
 
 
 def test_pinned_stack_imports():

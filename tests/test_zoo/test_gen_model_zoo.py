@@ -35,6 +35,21 @@ def test_writes_tables_between_markers(tmp_path):
     assert open(readme).read().endswith('After the table.\n')
 
 
+def test_footnote_explains_the_star_only_when_a_number_has_one():
+    verified = dict(
+        Name='a',
+        Results=[dict(Task='t', Metrics={
+            'mIoU': 49.1,
+            'box AP': None
+        })])
+    flagged = dict(verified, Metadata=dict(Unverified=['mIoU']))
+    none_flagged = dict(verified, Metadata=dict(Unverified=['box AP']))
+    assert 'unverified' not in gmz.footnote([verified, none_flagged])
+    assert gmz.footnote([verified, flagged]).startswith('\\* unverified value')
+    assert gmz._metrics(flagged) == 'mIoU 49.1\\*'
+    assert gmz.footnote([verified]).startswith('Params and FLOPs')
+
+
 def test_check_detects_drift(tmp_path, capsys):
     index = copy_fixture(tmp_path)
     repo = osp.dirname(index)

@@ -4,8 +4,10 @@ Each row is one image; the columns are the original, the masked input (the
 patches the encoder sees), the decoder's reconstruction, and the
 reconstruction with the visible patches pasted back. Works with any
 mmpretrain ``MAE`` model (``MAELLaMA`` or ``MAEViT`` encoder) and an MAE
-checkpoint as written by ``tools/train.py`` (``epoch_N.pth``; loaded with
-:func:`visionllama_mm.compat.load_checkpoint_safe`).
+checkpoint as written by ``tools/train.py`` or released (``epoch_N.pth``),
+loaded strictly through mmengine with
+:func:`visionllama_mm.weights.load_strict`: a file that does not fill the
+whole MAE (e.g. a converted backbone-only file) is refused.
 
 With ``norm_pix`` heads the decoder predicts per-patch normalised pixels; as
 in the usual MAE visualisations they are mapped back to pixels with the mean
@@ -20,6 +22,7 @@ Example::
 """
 import argparse
 import copy
+import os
 import os.path as osp
 from typing import List, Optional
 
@@ -205,7 +208,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     from PIL import Image
 
     import visionllama_mm  # noqa: F401  (registers our models)
-    from visionllama_mm.compat import load_checkpoint_safe
+    from visionllama_mm.weights import load_strict
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -213,17 +216,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
 
     model = MODELS.build(cfg.model)
-    ckpt = load_checkpoint_safe(
-        args.checkpoint, map_location='cpu', trusted=args.trusted)
-    state = ckpt.get('state_dict', ckpt)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # the sin-cos pos-embed buffers of mmpretrain's decoder are parameters
-    # that the checkpoint has; anything else missing means a wrong file
-    missing = [k for k in missing if 'pos_embed' not in k]
-    if missing:
-        raise ValueError(f'checkpoint {args.checkpoint} lacks MAE weights '
-                         f'(e.g. {missing[:3]}); pass a full MAE checkpoint, '
-                         'not a converted backbone file')
+    if args.trusted:  # torch's own switch, honoured by mmengine's loader
+        os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+    load_strict(model, args.checkpoint, map_location='cpu')
     if args.mask_ratio is not None:
         model.backbone.mask_ratio = args.mask_ratio
     model.to(args.device).eval()
@@ -248,7 +243,6 @@ def main(argv: Optional[List[str]] = None) -> str:
         ])
     grid = make_grid(rows, tile=args.tile)
     if osp.dirname(args.out):
-        import os
         os.makedirs(osp.dirname(args.out), exist_ok=True)
     Image.fromarray(grid).save(args.out)
     print(f'wrote {args.out} ({grid.shape[1]}x{grid.shape[0]}, '

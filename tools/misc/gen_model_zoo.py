@@ -68,16 +68,13 @@ def _giga(value) -> str:
 
 
 def _metrics(model: dict) -> str:
-    meta = model.get('Metadata') or {}
-    flag = meta.get('Unverified')
-    unverified = [flag] if isinstance(flag, str) else \
-        list(flag) if isinstance(flag, (list, tuple)) else []
+    unverified = _unverified(model)
     parts = []
     for result in model.get('Results') or []:
         for name, value in (result.get('Metrics') or {}).items():
             if value is None:
                 continue
-            star = '\\*' if flag is True or name in unverified else ''
+            star = '\\*' if name in unverified else ''
             parts.append(f'{name} {value}{star}')
     return ', '.join(parts) or '-'
 
@@ -144,13 +141,35 @@ USAGE = '\n'.join([
     '```',
 ])
 
+UNVERIFIED_NOTE = ('\\* unverified value (the spec recalls it; check the '
+                   'paper before quoting).')
 FOOTNOTE = (
-    '\\* unverified value (the spec recalls it; check the paper before '
-    'quoting). Params and FLOPs are computed from our models by '
+    'Params and FLOPs are computed from our models by '
     '`tools/misc/update_metafiles.py` (FLOPs = multiply-accumulates of one '
     'forward pass at the test input size; see the tool for what runs per '
-    'task). Result = the number published by the authors for that setting; '
-    'compare a run with `tools/analysis_tools/compare_with_paper.py`.')
+    'task). Result = the number published by the authors for that setting '
+    '(the entry\'s `Note` in its `metafile.yml` cites the paper table or '
+    'the official document it comes from); compare a run with '
+    '`tools/analysis_tools/compare_with_paper.py`.')
+
+
+def _unverified(model: dict) -> list:
+    """The metric names a model flags ``Unverified`` (True: all)."""
+    flag = (model.get('Metadata') or {}).get('Unverified')
+    if flag is True:
+        return [
+            name for r in model.get('Results') or []
+            for name in (r.get('Metrics') or {})
+        ]
+    return [flag] if isinstance(flag, str) else \
+        list(flag) if isinstance(flag, (list, tuple)) else []
+
+
+def footnote(models: List[dict]) -> str:
+    """The table footnote; it explains the star only when a number of
+    ``models`` is flagged unverified."""
+    starred = any('\\*' in _metrics(m) for m in models)
+    return f'{UNVERIFIED_NOTE} {FOOTNOTE}' if starred else FOOTNOTE
 
 
 def readme_block(groups: List[dict], from_dir: str, root: str) -> str:
@@ -168,14 +187,16 @@ def readme_block(groups: List[dict], from_dir: str, root: str) -> str:
             f'**{title}**{paper_md}', '',
             model_table(group['models'], from_dir, root), ''
         ]
-    parts.append(FOOTNOTE)
+    parts.append(footnote([m for g in groups for m in g['models']]))
     return '\n'.join(parts)
 
 
 def collection_block(group: dict, from_dir: str, root: str) -> str:
-    return '\n'.join(
-        [NOTE, '',
-         model_table(group['models'], from_dir, root), '', FOOTNOTE])
+    return '\n'.join([
+        NOTE, '',
+        model_table(group['models'], from_dir, root), '',
+        footnote(group['models'])
+    ])
 
 
 def replace_block(text: str, block: str, title: str) -> str:

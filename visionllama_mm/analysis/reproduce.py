@@ -14,6 +14,10 @@ markdown table (mean ± standard deviation over seeds), the per-run numbers
   runs give top-1 vs epoch;
 * ``mae`` - Fig. 5: MAE pretraining loss of the VisionLLaMA encoder vs
   mmpretrain's MAE ViT encoder of the same size;
+* ``generation`` - Table 10: DiT-LLaMA vs DiT and SiT-LLaMA vs SiT, the
+  pixel-space quick-start generators trained on the 4,000 training digits
+  for the same iterations, FID of their samples against the 1,000 held-out
+  digits (see :func:`claim_generation`);
 * ``ablation-ffn``, ``ablation-norm``, ``ablation-cls``,
   ``ablation-rope-ratio``, ``ablation-rope-base``, ``ablation-rope-heads`` -
   Table 11 rows: SwiGLU vs GELU MLP, LayerNorm vs RMSNorm, GAP vs class
@@ -37,8 +41,9 @@ from copy import deepcopy
 from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = [
-    'CLAIMS', 'quickstart_config', 'train_run', 'run_claim', 'summarise',
-    'run_dir_name'
+    'CLAIMS', 'GENERATION_SCHEDULE', 'quickstart_config', 'train_run',
+    'train_generation_run', 'digit_features', 'sample_metrics', 'run_claim',
+    'summarise', 'run_dir_name'
 ]
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -47,6 +52,10 @@ VISIONLLAMA_CFG = 'visionllama-tiny-p7_1xb64-adamw-12e_mnist5k-28px.py'
 VIT_CFG = 'vit-tiny-p7_1xb64-adamw-12e_mnist5k-28px.py'
 MAE_CFG = osp.join(ROOT, 'configs', 'mae_visionllama',
                    'mae_visionllama-tiny-p4_1xb32-coslr-10e_mnist5k-28px.py')
+DIT_CFG = osp.join(ROOT, 'configs', 'dit_llama',
+                   'dit-llama-tiny_1xb32-3k_mnist5k-28.py')
+SIT_CFG = osp.join(ROOT, 'configs', 'sit_llama',
+                   'sit-llama-tiny_1xb32-3k_mnist5k-28.py')
 
 
 def quickstart_config(name: str) -> str:
@@ -131,7 +140,41 @@ MAE_VARIANTS = {
         }),
 }
 
-CLAIMS = ('resolution', 'mae') + tuple(ABLATIONS)
+# Table 10: the generators train on the classification split's 4,000
+# training digits, so that the 1,000 held-out digits are a fair FID
+# reference; the baselines are DiT's block through the switches of
+# DiTLLaMA (GELU MLP of width 4 D, no RoPE). Both keep the quick starts'
+# fixed sin-cos position embedding (DiT's only position signal; a
+# deviation added to the LLaMA models there), so the pairs differ exactly
+# by RoPE and SwiGLU.
+_GEN_TRAIN_SPLIT = {
+    'train_dataloader.dataset':
+    dict(
+        _delete_=True,
+        type='visionllama_mm.MNIST5k',
+        split='train',
+        pipeline=[
+            dict(
+                type='mmagic.PackInputs', keys=['img'], data_keys=['gt_label'])
+        ])
+}
+_DIT_BLOCK = {'model.arch.ffn_type': 'mlp', 'model.arch.use_rope': False}
+GENERATION_VARIANTS = {
+    'dit-llama': (DIT_CFG, dict(_GEN_TRAIN_SPLIT)),
+    'dit': (DIT_CFG, dict(_GEN_TRAIN_SPLIT, **_DIT_BLOCK)),
+    'sit-llama': (SIT_CFG, dict(_GEN_TRAIN_SPLIT)),
+    'sit': (SIT_CFG, dict(_GEN_TRAIN_SPLIT, **_DIT_BLOCK)),
+}
+# (LLaMA variant, baseline) rows of the Table 10 analog
+GENERATION_PAIRS = (('dit-llama', 'dit'), ('sit-llama', 'sit'))
+# Default schedule of the claim, sized for a 2-core CPU (12 runs in about
+# 25 minutes of one idle core): 200 of the configs' 3,000 iterations, 300
+# samples of 20 sampler steps without guidance. ``iters=3000`` etc. run
+# the configs' full schedule.
+GENERATION_SCHEDULE = dict(
+    iters=200, num_samples=300, sample_steps=20, cfg_scale=1.)
+
+CLAIMS = ('resolution', 'mae', 'generation') + tuple(ABLATIONS)
 
 # ---------------------------------------------------------------------------
 # One training run
@@ -476,6 +519,364 @@ def claim_mae(work_dir,
     return text
 
 
+# ---------------------------------------------------------------------------
+# Table 10: generation
+# ---------------------------------------------------------------------------
+
+
+def _digits(split: str, limit: Optional[int] = None):
+    """uint8 (N, 28, 28) images and int labels of a MNIST-5k split
+    (``limit``: that many evenly spaced ones; the split is sorted by
+    class)."""
+    import numpy as np
+
+    from visionllama_mm.datasets import MNIST5k
+    items = MNIST5k(split=split, lazy_init=True).load_data_list()
+    if limit:
+        items = items[::max(1, len(items) // int(limit))][:int(limit)]
+    images = np.stack([np.asarray(d['img'], dtype=np.uint8) for d in items])
+    return images, np.array([d['gt_label'] for d in items])
+
+
+def digit_features(train_images: Optional[int] = None,
+                   seed: int = 0,
+                   layer: str = 'hidden'):
+    """Feature extractor of the generation FID: mmpretrain's LeNet-5.
+
+    The Inception network of the usual FID knows nothing of digits, needs
+    downloaded weights and costs minutes per thousand images on a CPU; on
+    MNIST a digit classifier's features are the common substitute. The
+    LeNet-5 is trained here (Adam, 10 epochs, fixed seed: seconds) on the
+    4,000 training digits resized to its 32 x 32 input, so every variant is
+    measured in the same feature space. FIDs in this space rank the
+    variants; they are not comparable with Inception FIDs.
+
+    Args:
+        train_images (int, optional): Train on that many evenly spaced
+            training digits (quick checks). Defaults to all 4,000.
+        seed (int): Seed of the init and the batch order. Defaults to 0.
+        layer (str): Features: ``'hidden'`` (the 84-d penultimate layer),
+            ``'conv'`` (the 120-d convolutional output) or ``'logits'``.
+            Defaults to ``'hidden'``.
+
+    Returns:
+        tuple: (:class:`~visionllama_mm.generation.fid.
+        TorchScriptFeatureExtractor` giving the LeNet features of uint8
+        images (N, H, W, 1 or 3), a function giving the LeNet's class
+        predictions of such images, its held-out top-1 in %).
+    """
+    from visionllama_mm.utils import check_choice
+    check_choice('layer', layer, ['hidden', 'conv', 'logits'])
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from mmpretrain.models.backbones import LeNet5
+
+    from visionllama_mm.generation.fid import TorchScriptFeatureExtractor
+    torch.manual_seed(seed)
+    net = LeNet5(num_classes=10)
+
+    def to_input(images):  # uint8 (N, 28, 28) -> the extractor's input
+        x = torch.from_numpy(images[:, None]).float() / 255.
+        x = F.interpolate(
+            x, size=(32, 32), mode='bilinear', align_corners=False)
+        return x * 2 - 1
+
+    images, labels = _digits('train', train_images)
+    x, y = to_input(images), torch.from_numpy(labels)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(10):
+        for idx in torch.randperm(len(x), generator=gen).split(64):
+            loss = F.cross_entropy(
+                net(x[idx])[0].reshape(len(idx), -1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+
+    def features(batch):  # (N, 3, 32, 32) in [-1, 1] -> (N, D)
+        x = net.features(batch[:, :1]).flatten(1)  # (N, 120)
+        if layer == 'conv':
+            return x
+        x = net.classifier[1](net.classifier[0](x))  # (N, 84)
+        return x if layer == 'hidden' else net.classifier[2](x)
+
+    # same resize and range as ``to_input``
+    extractor = TorchScriptFeatureExtractor(
+        features, input_range=(-1., 1.), resize=(32, 32))
+
+    @torch.no_grad()
+    def predict(images):
+        return net(to_input(np.asarray(images)[..., 0]))[0].reshape(
+            len(images), -1).argmax(-1).numpy()
+
+    held, held_labels = _digits('test')
+    top1 = float((predict(held[..., None]) == held_labels).mean() * 100)
+    return extractor, predict, top1
+
+
+def train_generation_run(config: str,
+                         overrides: dict,
+                         seed: int,
+                         work_dir: str,
+                         iters: int,
+                         num_samples: int,
+                         sample_steps: int,
+                         cfg_scale: float,
+                         train_images: Optional[int] = None) -> dict:
+    """Train one generator / seed and sample it (or reuse the finished run).
+
+    Samples come from the EMA weights, ``num_samples`` with balanced labels
+    (``i % 10``) and noise seeded by ``seed``, with the config's sampler at
+    ``sample_steps`` steps and guidance ``cfg_scale``; they are written to
+    ``samples.npz`` (``arr_0`` uint8 (N, 28, 28, 3), ``labels``) in
+    ``work_dir``.
+
+    Returns:
+        dict: ``params``, ``losses`` (per logged iteration), ``samples``
+        (the .npz path), ``iters``, ``num_samples``, ``sample_steps``,
+        ``cfg_scale``, ``minutes``.
+    """
+    done = osp.join(work_dir, 'result.json')
+    if osp.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    import numpy as np
+    import torch
+    from mmengine.config import Config
+    from mmengine.hooks import EMAHook
+    from mmengine.runner import Runner
+
+    import visionllama_mm.datasets  # noqa: F401
+    import visionllama_mm.generation  # noqa: F401
+    from visionllama_mm.generation.sampling import to_uint8_nhwc
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(deepcopy(overrides))
+    cfg.work_dir = work_dir
+    cfg.experiment_name = f'{osp.basename(work_dir.rstrip("/"))}_' \
+        f'{time.time_ns()}'
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    if train_images:
+        cfg.train_dataloader.dataset.indices = int(train_images)
+    cfg.train_cfg.max_iters = int(iters)
+    cfg.default_hooks.checkpoint.interval = int(iters)
+    cfg.default_hooks.logger = dict(
+        type='LoggerHook', interval=max(1, min(50,
+                                               int(iters) // 10)))
+    start = time.time()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    ema = next(h for h in runner.hooks if isinstance(h, EMAHook))
+    model = ema.ema_model.module.eval()
+    kwargs = dict(
+        model.sample_cfg, num_steps=sample_steps, cfg_scale=cfg_scale)
+    labels = torch.arange(num_samples) % 10
+    gen = torch.Generator().manual_seed(seed)
+    images = []
+    for lab in labels.split(100):
+        with torch.no_grad():
+            images.append(
+                to_uint8_nhwc(model.sample(lab, generator=gen, **kwargs)))
+    samples = osp.join(work_dir, 'samples.npz')
+    np.savez_compressed(
+        samples, arr_0=np.concatenate(images), labels=labels.numpy())
+    scalars = _read_scalars(work_dir)
+    result = dict(
+        params=sum(p.numel() for p in model.net.parameters()),
+        losses=[[r['iter'], r['loss']] for r in scalars if 'loss' in r],
+        samples=samples,
+        iters=int(iters),
+        num_samples=int(num_samples),
+        sample_steps=int(sample_steps),
+        cfg_scale=float(cfg_scale),
+        minutes=(time.time() - start) / 60.)
+    with open(done, 'w') as f:
+        json.dump(result, f)
+    return result
+
+
+def sample_metrics(samples: str, extractor, predict, reference) -> dict:
+    """FID of a run's samples against the reference statistics and the %
+    of samples the digit classifier recognises as their label."""
+    import numpy as np
+
+    from visionllama_mm.generation.fid import compute_fid
+    with np.load(samples) as data:
+        images, labels = data['arr_0'], data['labels']
+    return dict(
+        fid=compute_fid(extractor, images, reference, batch_size=500),
+        recognised=float((predict(images) == labels).mean() * 100))
+
+
+def claim_generation(work_dir,
+                     seeds,
+                     iters,
+                     train_images,
+                     log,
+                     num_samples=None,
+                     sample_steps=None,
+                     cfg_scale=None,
+                     runs_dir=None,
+                     variants=None):
+    """Table 10 analog: FID of DiT-LLaMA vs DiT and SiT-LLaMA vs SiT.
+
+    Every variant trains ``iters`` iterations per seed; FID of
+    ``num_samples`` samples against the 1,000 held-out digits in the
+    feature space of :func:`digit_features`. Arguments left None take
+    :data:`GENERATION_SCHEDULE`. Writes
+    ``generation.md`` / ``.json``, ``generation.png`` (FID per variant,
+    mean ± std), ``generation-loss.png`` (training loss curves) and
+    ``generation-samples.png`` (20 samples of each variant's first seed).
+    """
+    sched = GENERATION_SCHEDULE
+    iters = int(iters or sched['iters'])
+    num_samples = int(num_samples or sched['num_samples'])
+    sample_steps = int(sample_steps or sched['sample_steps'])
+    cfg_scale = float(sched['cfg_scale'] if cfg_scale is None else cfg_scale)
+    chosen = {
+        k: v
+        for k, v in GENERATION_VARIANTS.items()
+        if variants is None or k in variants
+    }
+    runs: Dict[str, List[dict]] = {}
+    # seed by seed: an interrupted reproduction leaves every variant with
+    # the same seeds
+    for seed in seeds:
+        for name, (config, overrides) in chosen.items():
+            run_dir = osp.join(
+                runs_dir or osp.join(work_dir, 'runs'),
+                run_dir_name(config, overrides, seed, iters, train_images,
+                             num_samples, sample_steps, cfg_scale))
+            log(f'[reproduce] {name} seed {seed} -> {run_dir}')
+            res = train_generation_run(config, overrides, seed, run_dir, iters,
+                                       num_samples, sample_steps, cfg_scale,
+                                       train_images)
+            # (the samples of a run folder that was moved are found)
+            res['samples'] = osp.join(run_dir, 'samples.npz')
+            runs.setdefault(name, []).append(dict(res, seed=seed))
+    # the metric is computed from the saved samples: cheap, and a finished
+    # run needs no retraining when it changes
+    from visionllama_mm.generation.fid import (extract_features,
+                                               feature_statistics)
+    extractor, predict, feature_top1 = digit_features(train_images)
+    held, _ = _digits('test')
+    reference = feature_statistics(
+        extract_features(extractor, held[..., None], batch_size=500))
+    for rs in runs.values():
+        for r in rs:
+            r.update(
+                sample_metrics(r['samples'], extractor, predict, reference))
+    rows = [
+        dict(
+            variant=n,
+            seed=r['seed'],
+            fid=r['fid'],
+            recognised=r['recognised']) for n, rs in runs.items() for r in rs
+    ]
+    fid = {r['variant']: r for r in summarise(rows, ('variant', ), 'fid')}
+    rec = {
+        r['variant']: r
+        for r in summarise(rows, ('variant', ), 'recognised')
+    }
+    any_run = next(iter(runs.values()))[0]
+    lines = [
+        f'### Generation (Table 10 analog), {len(seeds)} seeds, mean ± std',
+        '', f'{any_run["iters"]} training iterations each; '
+        f'{any_run["num_samples"]} samples ({any_run["sample_steps"]} '
+        f'sampling steps, guidance {any_run["cfg_scale"]:g}) against the '
+        '1,000 held-out digits; FID in LeNet-5 feature space (lower is '
+        'better), recognised: % of samples the LeNet-5 classifies as their '
+        f'label (its held-out top-1: {feature_top1:.1f} %).', '',
+        '| model | params | FID | recognised (%) |', '|---|---|---|---|'
+    ]
+    for name, rs in runs.items():
+        f, r = fid[name], rec[name]
+        lines.append(f'| {name} | {rs[0]["params"]:,} | '
+                     f'{_fmt(f["mean"], f["std"])} | '
+                     f'{r["mean"]:.1f} ± {r["std"]:.1f} |')
+    pairs = [(a, b) for a, b in GENERATION_PAIRS if a in fid and b in fid]
+    if pairs:
+        lines += [
+            '', '| pair | FID (LLaMA) | FID (baseline) | '
+            'LLaMA lower in seeds |', '|---|---|---|---|'
+        ]
+        for a, b in pairs:
+            by_seed = {r['seed']: r['fid'] for r in runs[b]}
+            wins = sum(r['fid'] < by_seed[r['seed']] for r in runs[a]
+                       if r['seed'] in by_seed)
+            lines.append(f'| {a} vs {b} | {fid[a]["mean"]:.2f} | '
+                         f'{fid[b]["mean"]:.2f} | {wins} / {len(runs[a])} |')
+    _plot_bars({
+        n: [r['fid'] for r in rs]
+        for n, rs in runs.items()
+    }, osp.join(work_dir,
+                'generation.png'), 'FID vs held-out digits (LeNet-5 features)',
+               f'Table 10 analog, {any_run["iters"]} iterations')
+    _plot_samples({
+        n: rs[0]['samples']
+        for n, rs in runs.items()
+    }, osp.join(work_dir, 'generation-samples.png'))
+    _plot_curves(
+        {
+            n: [[loss for _, loss in r['losses']] for r in rs]
+            for n, rs in runs.items()
+        }, osp.join(work_dir, 'generation-loss.png'), 'logged iteration',
+        'training loss', 'Generator training loss')
+    text = '\n'.join(lines)
+    _write(work_dir, 'generation', text, dict(rows=rows, runs=runs))
+    return text
+
+
+def _plot_samples(samples: Dict[str, str],
+                  path: str,
+                  per_row: int = 20) -> str:
+    """The first ``per_row`` samples (labels 0-9, 0-9, ...) of one run
+    per variant, one row each."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, axes = plt.subplots(
+        len(samples), 1, figsize=(per_row * .4, len(samples) * .6 + .2))
+    for ax, (name, npz) in zip(np.atleast_1d(axes), samples.items()):
+        with np.load(npz) as data:
+            imgs = data['arr_0'][:per_row, :, :, 0]
+        ax.imshow(np.concatenate(list(imgs), axis=1), cmap='gray')
+        ax.set_ylabel(name, rotation=0, ha='right', va='center', fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_bars(values: Dict[str, List[float]], path: str, ylabel: str,
+               title: str) -> str:
+    """Mean ± std bar per variant, with the single runs as dots."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = list(values)
+    for i, name in enumerate(names):
+        vals = values[name]
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.
+        ax.bar(i, statistics.fmean(vals), yerr=std, capsize=4, alpha=.6)
+        ax.plot([i] * len(vals), vals, 'k.')
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=.3, axis='y')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def run_claim(claim: str,
               work_dir: str,
               seeds: Sequence[int] = (0, 1, 2),
@@ -485,6 +886,10 @@ def run_claim(claim: str,
               variants: Optional[Sequence[str]] = None,
               test_images: Optional[int] = None,
               runs_dir: Optional[str] = None,
+              iters: Optional[int] = None,
+              num_samples: Optional[int] = None,
+              sample_steps: Optional[int] = None,
+              cfg_scale: Optional[float] = None,
               log: Callable[[str], None] = print) -> str:
     """Run one claim; returns its markdown table (also written to disk).
 
@@ -497,12 +902,20 @@ def run_claim(claim: str,
         train_images (int, optional): Train on the first N images only.
         scales (Sequence[float]): Test sizes of ``resolution``.
         variants (Sequence[str], optional): Subset of the trained variants
-            of ``resolution``.
+            of ``resolution`` / ``generation``.
         test_images (int, optional): Validate / test on N evenly spaced
             held-out images only (quick checks).
         runs_dir (str, optional): Folder of the training runs, shared by
             claims to train a common variant once. Defaults to
             ``work_dir/runs``.
+        iters (int, optional): Training iterations of each generator
+            (``generation``; the configs have 3,000).
+        num_samples (int, optional): Samples per generator for the FID.
+        sample_steps (int, optional): Sampler steps of ``generation``.
+        cfg_scale (float, optional): Guidance scale of the FID samples; 1
+            is none. ``generation``'s options left None take
+            :data:`GENERATION_SCHEDULE` (200 iterations, 300 samples, 20
+            steps, no guidance).
         log (Callable): Progress printer. Defaults to ``print``.
     """
     from visionllama_mm.utils import check_choice
@@ -511,6 +924,10 @@ def run_claim(claim: str,
     if claim == 'resolution':
         return claim_resolution(work_dir, seeds, epochs, train_images, scales,
                                 log, variants, test_images, runs_dir)
+    if claim == 'generation':
+        return claim_generation(work_dir, seeds, iters, train_images, log,
+                                num_samples, sample_steps, cfg_scale, runs_dir,
+                                variants)
     if claim == 'mae':
         return claim_mae(work_dir, seeds, epochs, train_images, log,
                          test_images, runs_dir)

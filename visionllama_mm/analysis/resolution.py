@@ -184,7 +184,10 @@ def build_classifier(cfg, state_dict: dict, overrides: dict):
     model_cfg.backbone.pop('init_cfg', None)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(model_cfg)
-    model.load_state_dict(state_dict, strict=True)
+    # mmengine's load_state_dict, strict: visionllama_mm.weights names the
+    # unmatched keys in a CheckpointMismatchError
+    from mmengine.runner.checkpoint import load_state_dict
+    load_state_dict(model, state_dict, strict=True)
     return model.eval()
 
 
@@ -200,8 +203,11 @@ def sweep(cfg,
     Args:
         cfg (Config): An mmpretrain classification config (with
             ``test_dataloader``).
-        checkpoint (str): Checkpoint path (mmengine ``state_dict`` or a
-            plain state dict).
+        checkpoint (str): Checkpoint path or URL (mmengine ``state_dict``,
+            a plain state dict or a released file), read by mmengine's
+            loader and loaded strictly: every tensor of the model and of
+            the file (:class:`visionllama_mm.weights.CheckpointMismatchError`
+            otherwise).
         sizes (Sequence[int], optional): Test sizes in pixels; overrides
             ``scales``.
         scales (Sequence[float]): Test sizes as multiples of the training
@@ -217,10 +223,9 @@ def sweep(cfg,
         list[dict]: One row per (size, variant): ``size``, ``scale``,
         ``variant``, ``top1``.
     """
-    from mmengine.runner import Runner
+    from mmengine.runner import CheckpointLoader, Runner
 
     import visionllama_mm.datasets  # noqa: F401 (registers our datasets)
-    from visionllama_mm.compat import load_checkpoint_safe
     bb = cfg.model.backbone
     pipeline = cfg.test_dataloader.dataset.pipeline
     if train_size is None:
@@ -237,7 +242,8 @@ def sweep(cfg,
     stride = backbone_stride(bb)
     if sizes is None:
         sizes = [int(round(train_size * s)) for s in scales]
-    state = load_checkpoint_safe(checkpoint)
+    # mmengine's loader: weights-only reading, released layouts converted
+    state = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
     state = state.get('state_dict', state)
     models = {
         n: build_classifier(cfg, state, table[n])

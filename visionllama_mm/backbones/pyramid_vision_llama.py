@@ -103,6 +103,9 @@ class GroupAttention(nn.Module):
     window attends to itself with queries / keys rotated at their
     coordinates inside the window (``spec-visionllama.md`` §5.2).
 
+    Its :attr:`kind` is ``'lsa'``: the backbone hands it the window tables
+    (``rope``).
+
     Args:
         dim (int): Embedding dimension C.
         num_heads (int): Attention heads.
@@ -116,6 +119,7 @@ class GroupAttention(nn.Module):
 
             Defaults to False.
     """
+    kind = 'lsa'
 
     def __init__(self,
                  dim: int,
@@ -181,7 +185,9 @@ class GSAttention(nn.Module):
     Every token queries the keys / values of a sub-sampled map: a conv with
     kernel = stride = ``sr_ratio`` (``sr``) and a LayerNorm (``norm``) when
     ``sr_ratio > 1`` (``spec-visionllama.md`` §5.3). The reduced grid is the
-    conv output, (H // s, W // s), so any input size works.
+    conv output, (H // s, W // s), so any input size works. Its :attr:`kind`
+    is ``'gsa'``: the backbone hands it the query and key tables (``rope_q``,
+    ``rope_k``).
 
     Args:
         dim (int): Embedding dimension C.
@@ -192,6 +198,7 @@ class GSAttention(nn.Module):
         norm_eps (float): eps of the reduced-token LayerNorm. Defaults to
             1e-5.
     """
+    kind = 'gsa'
 
     def __init__(self,
                  dim: int,
@@ -512,13 +519,6 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
         self.frozen_stages = frozen_stages
 
         self.in_channels = in_channels
-        # Stage k's grid is floor(H / (p_1 ... p_k)); a GSA stage needs at
-        # least sr_ratio rows and columns of it.
-        stride, self.min_input_size = 1, 1
-        for k in range(self.num_stages):
-            stride *= self.patch_sizes[k]
-            need = stride * (self.sr_ratios[k] if self.depths[k] > 1 else 1)
-            self.min_input_size = max(self.min_input_size, need)
         self.patch_embeds = nn.ModuleList()
         for k in range(self.num_stages):
             self.patch_embeds.append(
@@ -539,6 +539,10 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
             dim, heads = self.embed_dims[k], self.num_heads[k]
             stage = nn.ModuleList()
             for j in range(self.depths[k]):
+                # Twins alternates LSA (even j) and GSA (odd j). This is the
+                # one place that decides: the block's attention carries its
+                # kind (``attn.kind``), which the tables, the input-size
+                # check and the forward read.
                 if j % 2 == 0:
                     attn = GroupAttention(
                         dim,
@@ -567,6 +571,13 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
                         norm_eps=norm_eps))
             self.blocks.append(stage)
             cur += self.depths[k]
+        # Stage k's grid is floor(H / (p_1 ... p_k)); a stage with GSA
+        # blocks needs at least sr_ratio rows and columns of it.
+        stride, self.min_input_size = 1, 1
+        for k in range(self.num_stages):
+            stride *= self.patch_sizes[k]
+            need = stride * (self.sr_ratios[k] if self._has_gsa(k) else 1)
+            self.min_input_size = max(self.min_input_size, need)
 
         if pos_embed_type == 'learned':
             self.pos_embeds = nn.ParameterList()
@@ -738,6 +749,11 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
 
     # -- forward -------------------------------------------------------------
 
+    def _has_gsa(self, stage: int) -> bool:
+        """Whether stage ``stage`` has a GSA block (then it needs the GSA
+        tables and a grid of at least ``sr_ratio`` tokens per side)."""
+        return any(block.attn.kind == 'gsa' for block in self.blocks[stage])
+
     def stage_tables(self, stage: int, hw_shape: Tuple[int, int],
                      device: torch.device) -> Dict[str, Tables]:
         """RoPE tables of one stage for an H x W token grid.
@@ -758,7 +774,7 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
         H, W = hw_shape
         rope, ws = self.ropes[stage], self.window_sizes[stage]
         tables = dict(lsa=rope.grid(ws, ws, device, scale=(1., 1.)))
-        if self.depths[stage] > 1:
+        if self._has_gsa(stage):
             s = self.sr_ratios[stage]
             qH, qW = self._gsa_table_hw(stage, 'q', H, W, 1)
             kH, kW = self._gsa_table_hw(stage, 'k', H, W, s)
@@ -833,19 +849,16 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
         if self.pos_embed_type == 'learned':
             x = x + self.resized_pos_embed(stage, hw_shape)
         tables = self.stage_tables(stage, hw_shape, x.device)
+        # the tables each attention kind reads
+        rope = dict(
+            lsa=dict(rope=tables['lsa']),
+            gsa=dict(rope_q=tables.get('gsa_q'), rope_k=tables.get('gsa_k')))
         for j, block in enumerate(self.blocks[stage]):
-            if j % 2 == 0:
-                x = self._run_block(
-                    block, x, hw_shape=hw_shape, rope=tables['lsa'])
-                if j == 0 and self.pos_embed_type == 'peg':
-                    x = self.pos_block[stage](x, hw_shape)
-            else:
-                x = self._run_block(
-                    block,
-                    x,
-                    hw_shape=hw_shape,
-                    rope_q=tables['gsa_q'],
-                    rope_k=tables['gsa_k'])
+            x = self._run_block(
+                block, x, hw_shape=hw_shape, **rope[block.attn.kind])
+            if j == 0 and self.pos_embed_type == 'peg':
+                # Twins' PEG follows the first block of every stage
+                x = self.pos_block[stage](x, hw_shape)
         if self.norm_list is not None:
             x = self.norm_list[stage](x)
         return x, hw_shape

@@ -115,7 +115,26 @@ class FrozenVAE:
 
 
 class _GenerativeModel(BaseModel):
-    """Shared face: network building, latent codec, labels, predict."""
+    """Shared face: network building, latent codec, labels, predict.
+
+    Args:
+        arch (str | dict): A name of the family's model table or a dict of
+            ``net_class`` arguments.
+        net_cfg (dict, optional): Network overrides (``input_size``,
+            ``num_classes``, ``cfg_channels``, ``grad_checkpointing``...).
+        vae (dict, optional): :class:`FrozenVAE` arguments for latent
+            diffusion; None trains in pixel space. Defaults to None.
+        sample_cfg (dict, optional): Defaults of :meth:`sample` used by
+            ``predict`` (``num_steps``, ``cfg_scale``).
+        data_preprocessor (dict, optional): Defaults to mmengine's
+            ``ImgDataPreprocessor`` mapping [0, 255] to [-1, 1].
+        init_cfg (dict, optional): mmengine init config.
+        cached_latents (bool): The inputs are VAE posterior moments
+            pre-extracted by ``tools/dataset_converters/extract_latents.py``
+            (dataset ``visionllama_mm.CachedLatents``, no normalisation);
+            the latents are sampled from them as on-the-fly encoding would,
+            and the VAE is loaded only to decode samples. Defaults to False.
+    """
 
     net_class = DiTLLaMA
     families = ('DiTLLaMA', 'DiT-LLaMA')
@@ -323,18 +342,8 @@ class DiTLLaMAModel(_GenerativeModel):
             bound). Official DiT-LLaMA predicts the noise; the tiny
             pixel-space quick start predicts x_0 (see its config).
             Defaults to False.
-        vae (dict, optional): :class:`FrozenVAE` arguments for latent
-            diffusion; None trains in pixel space. Defaults to None.
-        sample_cfg (dict, optional): Defaults of :meth:`sample` used by
-            ``predict`` (``num_steps``, ``cfg_scale``).
-        data_preprocessor (dict, optional): Defaults to mmengine's
-            ``ImgDataPreprocessor`` mapping [0, 255] to [-1, 1].
-        init_cfg (dict, optional): mmengine init config.
-        cached_latents (bool): The inputs are VAE posterior moments
-            pre-extracted by ``tools/dataset_converters/extract_latents.py``
-            (dataset ``visionllama_mm.CachedLatents``, no normalisation);
-            the latents are sampled from them as on-the-fly encoding would,
-            and the VAE is loaded only to decode samples. Defaults to False.
+        vae, sample_cfg, data_preprocessor, init_cfg, cached_latents: As in
+            :class:`_GenerativeModel`.
     """
 
     net_class = DiTLLaMA
@@ -445,18 +454,9 @@ class SiTLLaMAModel(_GenerativeModel):
         transport (dict, optional): :class:`Transport` arguments
             (``path``, ``prediction``, ``loss_weight``, ``train_eps``,
             ``sample_eps``). Defaults to the linear velocity transport.
-        vae (dict, optional): :class:`FrozenVAE` arguments; None trains in
-            pixel space. Defaults to None.
-        sample_cfg (dict, optional): Defaults of :meth:`sample` used by
-            ``predict`` (``mode``, ``num_steps``, ``cfg_scale``...).
-        data_preprocessor (dict, optional): Defaults to mmengine's
-            ``ImgDataPreprocessor`` mapping [0, 255] to [-1, 1].
-        init_cfg (dict, optional): mmengine init config.
-        cached_latents (bool): The inputs are VAE posterior moments
-            pre-extracted by ``tools/dataset_converters/extract_latents.py``
-            (dataset ``visionllama_mm.CachedLatents``, no normalisation);
-            the latents are sampled from them as on-the-fly encoding would,
-            and the VAE is loaded only to decode samples. Defaults to False.
+        vae, sample_cfg, data_preprocessor, init_cfg, cached_latents: As in
+            :class:`_GenerativeModel` (``sample_cfg`` also takes ``mode``,
+            ``'sde'`` or ``'ode'``).
     """
 
     net_class = SiTLLaMA

@@ -12,6 +12,7 @@ names equal the official checkpoints (§7.3), except that the official,
 by :meth:`DiTLLaMA.official_state_dict` for export.
 """
 import math
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -542,69 +543,44 @@ def get_2d_sincos_pos_embed(embed_dim: int,
 # Configs                                                                     #
 ###############################################################################
 
-
-def DiTLLaMA_B_4(**kwargs) -> DiTLLaMA:
-    return DiTLLaMA(
-        depth=12, hidden_size=768, patch_size=4, num_heads=12, **kwargs)
-
-
-def DiTLLaMA_L_4(**kwargs) -> DiTLLaMA:
-    return DiTLLaMA(
-        depth=24, hidden_size=1024, patch_size=4, num_heads=16, **kwargs)
-
-
-def DiTLLaMA_XL_4(**kwargs) -> DiTLLaMA:
-    return DiTLLaMA(
-        depth=28, hidden_size=1152, patch_size=4, num_heads=16, **kwargs)
-
-
-def DiTLLaMA_XL_2(**kwargs) -> DiTLLaMA:
-    return DiTLLaMA(
-        depth=28, hidden_size=1152, patch_size=2, num_heads=16, **kwargs)
+# (depth, hidden_size, patch_size, num_heads) of each size, as in DiT's and
+# SiT's model tables.
+_DIT_SIZES = {
+    'B_4': (12, 768, 4, 12),
+    'L_4': (24, 1024, 4, 16),
+    'XL_4': (28, 1152, 4, 16),
+    'XL_2': (28, 1152, 2, 16),
+}
+_SIT_SIZES = {
+    'S_2': (12, 384, 2, 6),
+    'B_2': (12, 768, 2, 12),
+    'L_2': (24, 1024, 2, 16),
+    'XL_2': (28, 1152, 2, 16),
+}
 
 
-def SiTLLaMA_S_2(**kwargs) -> SiTLLaMA:
-    return SiTLLaMA(
-        depth=12, hidden_size=384, patch_size=2, num_heads=6, **kwargs)
-
-
-def SiTLLaMA_B_2(**kwargs) -> SiTLLaMA:
-    return SiTLLaMA(
-        depth=12, hidden_size=768, patch_size=2, num_heads=12, **kwargs)
-
-
-def SiTLLaMA_L_2(**kwargs) -> SiTLLaMA:
-    return SiTLLaMA(
-        depth=24, hidden_size=1024, patch_size=2, num_heads=16, **kwargs)
-
-
-def SiTLLaMA_XL_2(**kwargs) -> SiTLLaMA:
-    return SiTLLaMA(
-        depth=28, hidden_size=1152, patch_size=2, num_heads=16, **kwargs)
+def _model_table(net_class: type, prefix: str, dashed: str,
+                 sizes: Dict[str, tuple]) -> Dict[str, Callable]:
+    """Builders keyed by the upstream ``--model`` names (``DiTLLaMA_XL_2``)
+    and their DiT-style aliases (``DiT-LLaMA-XL/2``)."""
+    table = {}
+    for size, (depth, hidden_size, patch_size, num_heads) in sizes.items():
+        builder = partial(
+            net_class,
+            depth=depth,
+            hidden_size=hidden_size,
+            patch_size=patch_size,
+            num_heads=num_heads)
+        table[f'{prefix}_{size}'] = builder
+        table[f'{dashed}-{size.replace("_", "/")}'] = builder
+    return table
 
 
 # Names as the upstream ``--model`` choices, plus DiT-style aliases.
-DiTLLaMA_models: Dict[str, Callable[..., DiTLLaMA]] = {
-    'DiTLLaMA_B_4': DiTLLaMA_B_4,
-    'DiTLLaMA_L_4': DiTLLaMA_L_4,
-    'DiTLLaMA_XL_4': DiTLLaMA_XL_4,
-    'DiTLLaMA_XL_2': DiTLLaMA_XL_2,
-    'DiT-LLaMA-B/4': DiTLLaMA_B_4,
-    'DiT-LLaMA-L/4': DiTLLaMA_L_4,
-    'DiT-LLaMA-XL/4': DiTLLaMA_XL_4,
-    'DiT-LLaMA-XL/2': DiTLLaMA_XL_2,
-}
-
-SiTLLaMA_models: Dict[str, Callable[..., SiTLLaMA]] = {
-    'SiTLLaMA_S_2': SiTLLaMA_S_2,
-    'SiTLLaMA_B_2': SiTLLaMA_B_2,
-    'SiTLLaMA_L_2': SiTLLaMA_L_2,
-    'SiTLLaMA_XL_2': SiTLLaMA_XL_2,
-    'SiT-LLaMA-S/2': SiTLLaMA_S_2,
-    'SiT-LLaMA-B/2': SiTLLaMA_B_2,
-    'SiT-LLaMA-L/2': SiTLLaMA_L_2,
-    'SiT-LLaMA-XL/2': SiTLLaMA_XL_2,
-}
+DiTLLaMA_models: Dict[str, Callable[..., DiTLLaMA]] = _model_table(
+    DiTLLaMA, 'DiTLLaMA', 'DiT-LLaMA', _DIT_SIZES)
+SiTLLaMA_models: Dict[str, Callable[..., SiTLLaMA]] = _model_table(
+    SiTLLaMA, 'SiTLLaMA', 'SiT-LLaMA', _SIT_SIZES)
 
 
 def build_generator(name: str, **kwargs) -> Union[DiTLLaMA, SiTLLaMA]:

@@ -2,7 +2,7 @@
 # tokenizer, a transformers CLIP vision encoder and CLIP's normalisation.
 # The configs that inherit this name the LLaMA, tokenizer and CLIP files.
 custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm.multimodal'],
+    imports=['visionllama_mm.safe_loading', 'visionllama_mm.multimodal'],
     allow_failed_imports=False)
 
 model = dict(

@@ -4,7 +4,8 @@
 # official position, its output classified by a linear head, Mixup 0.8 /
 # CutMix 1.0. The inheriting configs set arch, img_size, drop path, the head
 # width and loss, and the optimizer.
-custom_imports = dict(imports=['visionllama_mm'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',

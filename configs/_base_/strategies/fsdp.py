@@ -17,10 +17,15 @@
 #   faster for very large models, but only an FSDP run of the same world
 #   size can read it.)
 #
+# * visionllama_mm.FSDPStrategy is mmengine's FSDPStrategy with the optimizer
+#   state loaded in torch's (>= 2.1) argument order, so that --resume works;
+# * EMA: visionllama_mm.FSDPEMAHook in place of EMAHook (which deep-copies
+#   the model).
+#
 # Without CUDA, tools/train.py runs this on CPU with gloo (device_id='cpu').
 runner_type = 'FlexibleRunner'
 strategy = dict(
-    type='FSDPStrategy',
+    type='visionllama_mm.FSDPStrategy',
     state_dict_cfg='full',
     model_wrapper=dict(
         type='MMFullyShardedDataParallel',

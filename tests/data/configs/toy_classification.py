@@ -1,7 +1,7 @@
 # A tiny deterministic training job for the foundation tests: an MLP on 24
 # fixed random vectors (tests/data/visionllama_mm_toy.py). CPU, seconds.
 custom_imports = dict(
-    imports=['visionllama_mm', 'visionllama_mm_toy'],
+    imports=['visionllama_mm.safe_loading', 'visionllama_mm_toy'],
     allow_failed_imports=False)
 
 model = dict(type='visionllama_mm.ToyClassifier')

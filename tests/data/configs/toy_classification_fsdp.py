@@ -7,7 +7,8 @@ _base_ = [
     '../../../configs/_base_/strategies/fsdp.py',
 ]
 custom_imports = dict(imports=[
-    'visionllama_mm', 'visionllama_mm_toy', 'visionllama_mm_fsdp_toy'
+    'visionllama_mm.safe_loading', 'visionllama_mm_toy',
+    'visionllama_mm_fsdp_toy'
 ])
 
 train_dataloader = dict(batch_size=2, sampler=dict(shuffle=False))

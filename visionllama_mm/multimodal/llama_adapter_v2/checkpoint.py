@@ -30,7 +30,8 @@ __all__ = [
     'official_to_hf_key', 'needs_row_permutation', 'load_tensors',
     'load_adapter_file', 'save_adapter_file', 'load_meta_llama_state_dict',
     'merge_meta_shards', 'META_SHARD_DIMS', 'meta_params_to_hf_config',
-    'load_mmpretrain_clip', 'expected_adapter_shapes', 'check_adapter_state'
+    'load_mmpretrain_clip', 'expected_adapter_shapes', 'check_adapter_state',
+    'is_frozen_base', 'official_layer_index'
 ]
 
 _LINEARS = {
@@ -57,6 +58,12 @@ _NORMS_INV = {v: k for k, v in _NORMS.items()}
 
 _HF_LAYER = re.compile(r'^model\.layers\.(\d+)\.(.+)$')
 _META_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
+# The frozen base of the LLaMA (Meta names): never trained, never saved in
+# adapter files.
+_FROZEN_BASE = re.compile(r'^(tok_embeddings\.weight|output\.weight|'
+                          r'layers\.\d+\.(attention\.w[qkvo]|'
+                          r'feed_forward\.w[123])\.weight)$')
+_OFFICIAL_LAYER = re.compile(r'^llama\.layers\.(\d+)\.')
 
 
 def meta_to_hf_rows(t: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -130,6 +137,21 @@ def official_to_hf_key(key: str) -> Optional[str]:
             if leaf in ('weight', 'bias', 'scale'):
                 return f'{head}{hf}.{leaf}'
     return None
+
+
+def is_frozen_base(official_key: str) -> bool:
+    """Whether an official adapter-model key (``llama.layers.0.attention.
+    wq.weight``) names a frozen LLaMA base weight (token embedding, output
+    and the linear weights), which adapter files leave out."""
+    return official_key.startswith('llama.') and _FROZEN_BASE.match(
+        official_key[len('llama.'):]) is not None
+
+
+def official_layer_index(official_key: str) -> Optional[int]:
+    """LLaMA layer of an official adapter-model key (``llama.layers.{i}.``),
+    or None for keys outside the layers."""
+    m = _OFFICIAL_LAYER.match(official_key)
+    return None if m is None else int(m.group(1))
 
 
 def needs_row_permutation(official_key: str,

@@ -19,30 +19,31 @@ weights; the paper's variants are options (spec §1):
 The language model is transformers' Llama with adapter attention
 (:mod:`.adapter_layers`); CLIP comes from transformers or mmpretrain
 (:mod:`.visual`). Saved state dicts hold only the adapter-side tensors, under
-the official names, so released adapter files load directly.
+the official names, so released adapter files load directly (the state-dict
+hooks of :mod:`.hooks`). Prompts and tokenisation live in :mod:`.prompts`.
 """
-import re
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.hooks import Hook
-from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from torch import nn
 
 from visionllama_mm.engine.fsdp import unwrapped_name
-from visionllama_mm.registry import HOOKS, MODELS
+from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
+from . import prompts as _prompts
 from .adapter_layers import (BIAS_MODES, adapter_llama_forward,
                              inject_adapters, layer_prompts)
-from .checkpoint import (hf_to_meta_rows, hf_to_official_key, meta_to_hf_rows,
-                         needs_row_permutation, official_to_hf_key)
+from .checkpoint import (hf_to_official_key, is_frozen_base,
+                         official_layer_index)
 from .generation import GENERATION_DEFAULTS, sample_next_token
+# LLaMAAdapterV2CheckpointHook is re-exported from here, its former home
+from .hooks import (LLaMAAdapterV2CheckpointHook, adapter_state_dict_hook,
+                    official_load_pre_hook, quiet_frozen_missing_hook)
 from .llm import build_llama, build_tokenizer
-from .prompts import (CAPTION_INSTRUCTION, PROMPT_NO_INPUT, PROMPT_WITH_INPUT,
-                      format_prompt)
+from .prompts import CAPTION_INSTRUCTION
 from .visual import VisualBlock, build_clip_encoder
 
 __all__ = [
@@ -64,10 +65,6 @@ _PRETRAIN_KEYS = ('gate', 'clip_proj', 'clip_proj_norm', 'visual_query',
                   'adapter_query')
 _BRIDGE_KEYS = ('clip_proj', 'clip_proj_norm', 'visual_query', 'visual_blocks',
                 'visual_proj', 'visual_proj_norm')
-_FROZEN_BASE = re.compile(r'^(tok_embeddings\.weight|output\.weight|'
-                          r'layers\.\d+\.(attention\.w[qkvo]|'
-                          r'feed_forward\.w[123])\.weight)$')
-_OFFICIAL_LAYER = re.compile(r'^llama\.layers\.(\d+)\.')
 
 
 @MODELS.register_module()
@@ -240,9 +237,10 @@ class LLaMAAdapterV2(BaseModel):
         self.adapter_query = nn.Embedding(query_len * query_layer, self.dim)
 
         self.set_phase(phase)
-        self.register_state_dict_post_hook(_adapter_state_dict_hook)
-        self.register_load_state_dict_pre_hook(_official_load_pre_hook)
-        self.register_load_state_dict_post_hook(_quiet_frozen_missing_hook)
+        # state dicts in the official names / layout (see :mod:`.hooks`)
+        self.register_state_dict_post_hook(adapter_state_dict_hook)
+        self.register_load_state_dict_pre_hook(official_load_pre_hook)
+        self.register_load_state_dict_post_hook(quiet_frozen_missing_hook)
 
     # ------------------------------------------------------------------
     # parameters, phases and names
@@ -270,12 +268,10 @@ class LLaMAAdapterV2(BaseModel):
         if official == 'adapter_query.weight':
             return 'language'
         if official.startswith('llama.'):
-            if _FROZEN_BASE.match(official[len('llama.'):]):
+            if is_frozen_base(official):
                 return None
-            m = _OFFICIAL_LAYER.match(official)
-            if (self.fusion == 'early' and m is not None
-                    and official.endswith('attention.gate')
-                    and int(m.group(1)) == 0):
+            if (self.fusion == 'early' and official.endswith('attention.gate')
+                    and official_layer_index(official) == 0):
                 # the zero-init attention of the early visual tokens
                 return 'visual'
             return 'language'
@@ -385,84 +381,27 @@ class LLaMAAdapterV2(BaseModel):
                                'tokenizer; pass tokenizer=dict(...)')
         return self.tokenizer
 
-    @staticmethod
-    def _first(value):
-        if isinstance(value, (list, tuple)):
-            return value[0] if value else ''
-        return value
-
-    def _is_caption(self, sample) -> bool:
-        return not sample.get('question') and 'gt_caption' in sample
-
     def build_prompt(self, sample) -> str:
-        """Prompt text of a data sample (template filled, answer not)."""
-        if sample.get('question'):
-            instruction = str(sample.get('question'))
-        elif self.task == 'caption' or 'gt_caption' in sample:
-            instruction = self.caption_instruction
-        else:
-            raise ValueError(f"task '{self.task}' needs a `question` in each "
-                             'data sample')
-        inp = sample.get('input')
-        context = sample.get(self.context_key)
-        tmpl = self.prompt_tmpl
-        if tmpl is None:
-            return format_prompt(instruction, inp, context)
-        if isinstance(tmpl, dict):
-            return format_prompt(
-                instruction,
-                inp,
-                context,
-                no_input_tmpl=tmpl.get('no_input', PROMPT_NO_INPUT),
-                with_input_tmpl=tmpl.get('with_input', PROMPT_WITH_INPUT))
-        fields = dict(sample.to_dict())
-        fields.update(
-            instruction=instruction,
-            input='\n'.join(
-                s for s in (inp, context) if isinstance(s, str) and s))
-        return tmpl.format(**fields)
+        """Prompt text of a data sample (template filled, answer not), see
+        :func:`.prompts.build_prompt`."""
+        return _prompts.build_prompt(sample, self.task,
+                                     self.caption_instruction,
+                                     self.prompt_tmpl, self.context_key)
 
     def build_target(self, sample) -> str:
         """Answer text of a training sample (caption or answer)."""
-        if self._is_caption(sample):
-            return str(self._first(sample.get('gt_caption')))
-        answer = sample.get('gt_answer')
-        if answer is None:
-            raise ValueError('training samples need `gt_caption` or '
-                             '`gt_answer`')
-        weights = sample.get('gt_answer_weight')
-        if isinstance(answer, (list, tuple)) and weights is not None \
-                and len(weights) == len(answer):
-            answer = answer[int(torch.as_tensor(weights).argmax())]
-        return str(self._first(answer))
+        return _prompts.build_target(sample)
 
     def tokenize_for_training(self, samples: Sequence):
-        """Token ids and labels of training samples (spec §2.7, §7).
-
-        BOS + prompt + answer + EOS, truncated to ``max_words`` and right
-        padded with 0; labels are 0 (ignored) over the prompt and padding.
+        """Token ids and labels of training samples, see
+        :func:`.prompts.tokenize_for_training`.
 
         Returns:
             tuple: ``(tokens, labels)``, both (B, T) long tensors.
         """
-        tok = self._require_tokenizer()
-        rows, labels = [], []
-        for sample in samples:
-            prompt = self.build_prompt(sample)
-            full = tok.encode(
-                prompt + self.build_target(sample), bos=True, eos=True)
-            n_prompt = len(tok.encode(prompt, bos=True, eos=False))
-            full = full[:self.max_words]
-            label = [0] * min(n_prompt, len(full)) + full[n_prompt:]
-            rows.append(full)
-            labels.append(label)
-        length = max(len(r) for r in rows)
-        tokens = torch.zeros(len(rows), length, dtype=torch.long)
-        target = torch.zeros(len(rows), length, dtype=torch.long)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            tokens[i, :len(r)] = torch.tensor(r)
-            target[i, :len(lab)] = torch.tensor(lab)
-        return tokens, target
+        return _prompts.tokenize_for_training(
+            self._require_tokenizer(), [self.build_prompt(s) for s in samples],
+            [self.build_target(s) for s in samples], self.max_words)
 
     # ------------------------------------------------------------------
     # mmengine faces
@@ -546,8 +485,9 @@ class LLaMAAdapterV2(BaseModel):
             total, count = self._token_loss(tokens, labels, visual)
             return dict(loss=total / count.clamp(min=1))
 
-        is_cap = torch.tensor([self._is_caption(s) for s in data_samples],
-                              device=device)
+        is_cap = torch.tensor(
+            [_prompts.is_caption_sample(s) for s in data_samples],
+            device=device)
         sides = dict(visual=[], language=[])
         for n, p in self.named_parameters():
             if p.requires_grad and self.param_side(n) in sides:
@@ -613,18 +553,12 @@ class LLaMAAdapterV2(BaseModel):
             dict(self.generation_cfg, **generation_cfg))
         tok = self._require_tokenizer()
         device = self.adapter_query.weight.device
-        ids = [tok.encode(p, bos=True, eos=False) for p in prompts]
-        longest = max(len(i) for i in ids)
+        tokens, mask = _prompts.tokenize_prompts(tok, prompts, device)
+        b, longest = tokens.shape
         steps = min(cfg['max_new_tokens'], self.max_seq_len - longest)
         if steps <= 0:
             raise ValueError(f'prompt of {longest} tokens leaves no room in '
                              f'max_seq_len={self.max_seq_len}')
-        b = len(ids)
-        tokens = torch.zeros(b, longest, dtype=torch.long, device=device)
-        mask = torch.zeros(b, longest, dtype=torch.long, device=device)
-        for i, row in enumerate(ids):
-            tokens[i, longest - len(row):] = torch.tensor(row)
-            mask[i, longest - len(row):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generator = None
         if cfg.get('seed') is not None:
@@ -701,159 +635,3 @@ class LLaMAAdapterV2(BaseModel):
                 != self.lora_rank:
             raise ValueError(f'{source} has lora_rank={config["lora_rank"]} '
                              f'but the model has lora_rank={self.lora_rank}')
-
-
-# ----------------------------------------------------------------------
-# state-dict hooks (plain functions: torch marks public-API hooks)
-# ----------------------------------------------------------------------
-def _adapter_state_dict_hook(module, state_dict, prefix, local_metadata):
-    """Keep only adapter-side tensors, under the official names/layout.
-
-    Under FSDP the state dict is left whole: FSDP's own hook on the root
-    unit, which runs after this one, expects every tensor of the unit
-    (e.g. the frozen token embedding); :class:`LLaMAAdapterV2CheckpointHook`
-    then applies the same filter to the gathered checkpoint.
-    """
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-    if any(isinstance(m, FSDP) for m in module.modules()):
-        return
-    reduce_to_adapter_state(module, state_dict, prefix)
-
-
-def reduce_to_adapter_state(module: 'LLaMAAdapterV2',
-                            state_dict: dict,
-                            prefix: str = '') -> dict:
-    """Reduce a full state dict of ``module`` (our names, under
-    ``prefix``) to the adapter-side tensors under the official names and
-    layout, in place; returns ``state_dict``."""
-    n_heads = module.num_heads
-    n_kv = module.llama.config.num_key_value_heads
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        rel = key[len(prefix):]
-        value = state_dict.pop(key)
-        if rel.startswith('data_preprocessor.'):
-            state_dict[key] = value
-            continue
-        official = module.official_name(rel)
-        if official is None:
-            continue
-        if official.startswith('llama.'):
-            if _FROZEN_BASE.match(official[len('llama.'):]):
-                continue
-            kind = needs_row_permutation(official, module.bias_mode)
-            if kind is not None:
-                value = hf_to_meta_rows(value,
-                                        n_heads if kind == 'q' else n_kv)
-        state_dict[prefix + official] = value
-    return state_dict
-
-
-@HOOKS.register_module()
-class LLaMAAdapterV2CheckpointHook(Hook):
-    """Save only the adapter-side tensors of an FSDP-trained adapter.
-
-    A plain or DDP model does this in its own state-dict hook; under FSDP
-    that hook must leave the state dict whole (see
-    :func:`_adapter_state_dict_hook`), so this hook filters the gathered
-    checkpoint before it is written (``before_save_checkpoint``, called by
-    ``FlexibleRunner`` with the full state dict on rank 0). The checkpoint
-    then holds what a replicated run saves. The FSDP configs of the adapter
-    add it to ``custom_hooks``; it does nothing for other models and for
-    already reduced state dicts.
-    """
-
-    priority = 'VERY_LOW'
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model
-        model = getattr(model, 'module', model)
-        state = checkpoint.get('state_dict')
-        if not isinstance(model, LLaMAAdapterV2) or not state:
-            return
-        frozen = 'llama.model.embed_tokens.weight'
-        if frozen in state:
-            checkpoint['state_dict'] = reduce_to_adapter_state(model, state)
-
-
-def _official_load_pre_hook(module, state_dict, prefix, local_metadata, strict,
-                            missing_keys, unexpected_keys, error_msgs):
-    """Map official names/layout to ours and check shapes (spec §5)."""
-    # a released file given directly: {'model': {...}, 'config': {...}}
-    if isinstance(state_dict.get(prefix + 'model'), dict):
-        inner = state_dict.pop(prefix + 'model')
-        config = state_dict.pop(prefix + 'config', None) or {}
-        module._check_adapter_config(config, 'checkpoint')
-        for k, v in inner.items():
-            state_dict[prefix + k] = v
-    own = dict(module.named_parameters())
-    n_heads = module.num_heads
-    n_kv = module.llama.config.num_key_value_heads
-    dropped = 0
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        rel = key[len(prefix):]
-        if rel.startswith('llma.'):
-            rel = 'llama.' + rel[len('llma.'):]
-        if rel.startswith('clip.') and rel not in own:
-            # the official full checkpoints carry OpenAI CLIP weights; our
-            # CLIP is loaded by its own builder
-            state_dict.pop(key)
-            dropped += 1
-            continue
-        value = state_dict[key]
-        if rel.startswith(('llama.model.', 'llama.lm_head.')) or \
-                not rel.startswith('llama.'):
-            target = rel
-        else:
-            m = _OFFICIAL_LAYER.match(rel)
-            if m is not None and int(m.group(1)) >= module.num_layers:
-                raise ValueError(
-                    f'{rel} belongs to layer {m.group(1)} but the LLaMA has '
-                    f'{module.num_layers} layers; wrong LLaMA size?')
-            if 'lora' in rel and not module.w_lora:
-                raise ValueError(
-                    f'{rel}: the checkpoint has LoRA weights but the model '
-                    'was built with w_lora=False')
-            hf = official_to_hf_key(rel[len('llama.'):])
-            if hf is None:
-                continue  # left for the unexpected-keys report
-            target = 'llama.' + hf
-            kind = needs_row_permutation(rel, module.bias_mode)
-            if kind is not None and value.dim() >= 1:
-                value = meta_to_hf_rows(value,
-                                        n_heads if kind == 'q' else n_kv)
-        param = own.get(target)
-        if param is not None and tuple(param.shape) != tuple(value.shape):
-            raise ValueError(_shape_message(module, rel, value, param))
-        state_dict.pop(key)
-        state_dict[prefix + target] = value
-    if dropped:
-        print_log(
-            f'LLaMAAdapterV2: ignored {dropped} official CLIP tensors',
-            logger='current')
-
-
-def _shape_message(module, key, value, param) -> str:
-    got, want = tuple(value.shape), tuple(param.shape)
-    msg = f'{key} has shape {got} but the model expects {want}'
-    if key == 'clip_proj.weight' and got[0] == want[0]:
-        msg += (f': the checkpoint was trained on {got[1]}-d CLIP features '
-                f'and this CLIP outputs {want[1]}-d ones (released '
-                'LLaMA-Adapter V2 files need CLIP ViT-L/14, 768-d; 512-d is '
-                'ViT-B)')
-    elif key.startswith(('llama.', 'visual_proj', 'adapter_query')):
-        msg += (f': the checkpoint was made for another LLaMA size (this '
-                f'LLaMA has dim={module.dim}, {module.num_layers} layers; '
-                'LLaMA-7B is 4096 / 32)')
-    return msg
-
-
-def _quiet_frozen_missing_hook(module, incompatible_keys) -> None:
-    """Frozen CLIP / LLaMA weights are not in adapter checkpoints."""
-    missing = incompatible_keys.missing_keys
-    for key in list(missing):
-        official = module.official_name(key) if key in dict(
-            module.named_parameters()) else None
-        if key.startswith('clip.') or (
-                official is not None and official.startswith('llama.')
-                and _FROZEN_BASE.match(official[len('llama.'):])):
-            missing.remove(key)
