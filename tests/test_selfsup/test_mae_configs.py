@@ -1,11 +1,12 @@
 """The MAE / fine-tune / linear-probe configs: official values, builds, lrd.
 
-Recipe values are spec-visionllama.md §8.1-8.3 (the fine-tunes' are checked
+Recipe values are docs/visionllama.md#recipes (the fine-tunes' are checked
 against the official configs in tests/test_configs/test_official_recipes.py).
 Every config builds its
 model at a reduced size and runs one step; the layer-decay test checks the
 per-parameter learning rates that mmpretrain's
-``LearningRateDecayOptimWrapperConstructor`` gives our backbone (§3.7).
+``LearningRateDecayOptimWrapperConstructor`` gives our backbone
+(docs/visionllama.md#layer-wise-lr-decay).
 """
 import pytest
 import torch
@@ -221,7 +222,8 @@ def test_linear_probe_recipe(name):
 
 @pytest.mark.parametrize('name', sorted(FINETUNE))
 def test_layer_decay_scales(name):
-    """lr of named parameters = lr * 0.45^(L + 1 - depth) (spec §3.7)."""
+    """lr of named parameters = lr * 0.45^(L + 1 - depth)
+    (docs/visionllama.md#layer-wise-lr-decay)."""
     exp = FINETUNE[name]
     cfg = load(name)
     L = exp['layers']

@@ -2,14 +2,15 @@
 
 VisionLLaMA: A Unified LLaMA Backbone for Vision Tasks
 (https://arxiv.org/abs/2403.00522). This is the plain model of the released
-mmpretrain code (``spec-visionllama.md`` §3): patch embedding without any
-absolute position embedding, pre-norm blocks with 2D RoPE attention and a
-SwiGLU FFN, optional final norm, and the mmpretrain output formats. Its
-parameter names (``patch_embed.projection``, ``layers.i.{ln1, attn.qkv,
-attn.proj, ln2, ffn.w12, ffn.w3}``, ``ln1``, ``ln2``, ``cls_token``) match
-the official MAE / fine-tune / linear-probe checkpoints.
+mmpretrain code (docs/visionllama.md#plain-model-mmpretrain-style): patch
+embedding without any absolute position embedding, pre-norm blocks with 2D RoPE
+attention and a SwiGLU FFN, optional final norm, and the mmpretrain output
+formats. Its parameter names (``patch_embed.projection``, ``layers.i.{ln1,
+attn.qkv, attn.proj, ln2, ffn.w12, ffn.w3}``, ``ln1``, ``ln2``, ``cls_token``)
+match the official MAE / fine-tune / linear-probe checkpoints.
 
-Differences from the released code, all on purpose (spec §10):
+Differences from the released code, all on purpose
+(docs/visionllama.md#official-quirks):
 
 * RoPE tables follow the runtime (H, W) of every input (non-square too);
   the official tables are fixed by the constructor ``img_size`` on a square
@@ -420,7 +421,8 @@ class VisionLLaMA(BaseModule):
     # initialisation, freezing, checkpoint loading
     # ------------------------------------------------------------------
     def _init_official(self) -> None:
-        """Official init (spec §3.5): FFN xavier-uniform, bias N(0, 1e-6).
+        """Official init (docs/visionllama.md#plain-initialisation): FFN
+        xavier-uniform, bias N(0, 1e-6).
 
         The other Linear layers keep the PyTorch default unless an
         ``init_cfg`` overrides them; the class token is N(0, 0.02).
@@ -479,8 +481,8 @@ class VisionLLaMA(BaseModule):
         """Load pre-hook: drop ``pos_embed`` (and an unused class token).
 
         The official checkpoints carry a ``pos_embed`` that is never added
-        (spec §3.6), and MAE checkpoints a ``cls_token`` that downstream
-        models without a class token do not use.
+        (docs/visionllama.md#no-position-embedding), and MAE checkpoints a
+        ``cls_token`` that downstream models without a class token do not use.
         """
         unused = list(self.UNUSED_KEYS)
         if self.cls_token is None:
@@ -511,7 +513,8 @@ class VisionLLaMA(BaseModule):
     def get_layer_depth(self,
                         param_name: str,
                         prefix: str = 'backbone.') -> Tuple[int, int]:
-        """Layer-wise depth of a parameter for LR decay (spec §3.7).
+        """Layer-wise depth of a parameter for LR decay
+        (docs/visionllama.md#layer-wise-lr-decay).
 
         Args:
             param_name (str): Parameter name (of the whole model).

@@ -1,4 +1,6 @@
-"""Alpaca prompt templates of LLaMA-Adapter V2 (spec §4.2, §7).
+"""Alpaca prompt templates of LLaMA-Adapter V2
+(docs/llama_adapter_v2.md#prompt-templates,
+docs/llama_adapter_v2.md#data-formats).
 
 The released models were trained with the two Alpaca templates below; the
 answer follows ``'### Response:'`` directly (no space, no newline). The
@@ -40,7 +42,8 @@ def format_prompt(instruction: str,
         instruction (str): The instruction (or question).
         input (str, optional): The Alpaca input. An empty or blank string
             counts as absent (the Alpaca convention; the released code tested
-            for ``None`` only, spec §7). Defaults to None.
+            for ``None`` only, docs/llama_adapter_v2.md#data-formats). Defaults
+            to None.
         context (str, optional): Expert context (e.g. a caption or OCR text
             of the image from another model), appended to the input on a new
             line. Defaults to None.
