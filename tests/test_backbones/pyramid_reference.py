@@ -1,4 +1,4 @@
-"""Reference Pyramid VisionLLaMA forward for parity tests, from the spec.
+"""Reference Pyramid VisionLLaMA forward for parity tests, from the docs.
 
 Written from docs/visionllama.md#reference-formula-and-tested-properties
 (complex RoPE), docs/pyramid.md (pyramid numerics) and

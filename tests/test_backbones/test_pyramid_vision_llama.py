@@ -433,7 +433,7 @@ class TestPyramidVisionLLaMA(TestCase):
         self.assertEqual(result.unexpected_keys, [])
 
     def test_official_parity(self):
-        """Official-format weights against the spec reference (both keys)."""
+        """Official-format weights against the docs reference (both keys)."""
         torch.manual_seed(0)
         sd = ref.arch_state_dict(TINY)
         x = torch.randn(1, 3, 160, 128)  # non-square, padded windows

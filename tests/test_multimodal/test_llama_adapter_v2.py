@@ -1,4 +1,4 @@
-"""LLaMA-Adapter V2: numerics against the spec, phases, checkpoints,
+"""LLaMA-Adapter V2: numerics against the docs, phases, checkpoints,
 generation (tiny random models, CPU)."""
 import copy
 import json

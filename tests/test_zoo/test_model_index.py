@@ -270,13 +270,13 @@ def test_repository_tasks_fit_the_inferencers():
 
 
 def test_repository_parameter_counts_follow_the_spec():
-    """Our counts against the spec's computed ones
+    """Our counts against the docs' computed ones
     (docs/visionllama.md#arch-table-and-parameter-counts,
     docs/pyramid.md#variants, docs/generation.md#variants).
 
     Plain encoders: 255.7M (B) / 913.8M (L) without pos_embed (the FT model
     adds ln2 and the 1000-way head); pyramid classifiers 25.9 / 56.0 /
-    104.7M; DiT-LLaMA: the spec's counts include the unused pos_embed
+    104.7M; DiT-LLaMA: the docs' counts include the unused pos_embed
     (T x D), which our models do not create.
     """
     models = {m['Name']: m['Metadata'] for _, m in _repo_models()}
