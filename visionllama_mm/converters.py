@@ -1,6 +1,6 @@
 """Conversion of official VisionLLaMA checkpoints to this package's layout.
 
-The official releases come in a few layouts (``spec`` sections are cited in
+The official releases come in a few layouts (the docs/ sections are cited in
 the converters' docstrings); this module turns each of them into state dicts
 the package's models load, without any file I/O, so that both the command
 line converters in ``tools/model_converters/`` and the loading-time

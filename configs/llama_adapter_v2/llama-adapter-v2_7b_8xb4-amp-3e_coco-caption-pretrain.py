@@ -1,9 +1,10 @@
 # LLaMA-Adapter V2 multimodal 7B, image-text pretraining phase (the released
-# recipe, spec §3): only the visual bridge, adapter_query and the gates are
-# trained, on image-caption pairs in COCO-caption (LAVIS) JSON format.
-# Released recipe: 8 GPUs x 4, AdamW (0.9, 0.95), lr 1e-4 * 32 / 256,
-# weight decay 0.05, 150 sub-epochs of 1/50 of the data (= 3 passes) with a
-# 5 sub-epoch (= 0.1 pass) warmup and a half-cosine decay to 0, max_words 96.
+# recipe, docs/llama_adapter_v2.md#phases-and-trainable-groups): only the
+# visual bridge, adapter_query and the gates are trained, on image-caption
+# pairs in COCO-caption (LAVIS) JSON format. Released recipe: 8 GPUs x 4, AdamW
+# (0.9, 0.95), lr 1e-4 * 32 / 256, weight decay 0.05, 150 sub-epochs of 1/50 of
+# the data (= 3 passes) with a 5 sub-epoch (= 0.1 pass) warmup and a
+# half-cosine decay to 0, max_words 96.
 _base_ = [
     'mmpretrain::_base_/default_runtime.py',
     '../_base_/models/llama-adapter-v2_7b.py',

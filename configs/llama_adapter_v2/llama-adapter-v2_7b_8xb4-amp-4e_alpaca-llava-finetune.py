@@ -1,11 +1,11 @@
 # LLaMA-Adapter V2 multimodal 7B, instruction finetuning phase (the released
-# recipe, spec §3): only LLaMA's norms and biases are trained (plus LoRA with
-# w_lora=True), starting from the pretraining result (load_from).
-# Data: a YAML file with META: [alpaca_gpt4_data.json, llava_instruct.json,
-# ...]: Alpaca records are text-only (a zero image), LLaVA records use their
-# first turn (turns='first', as released; turns='all' makes every turn of a
-# conversation a sample). Released recipe: 8 GPUs x 4, lr 1e-3 * 32 / 256,
-# weight decay
+# recipe, docs/llama_adapter_v2.md#phases-and-trainable-groups): only LLaMA's
+# norms and biases are trained (plus LoRA with w_lora=True), starting from the
+# pretraining result (load_from). Data: a YAML file with META:
+# [alpaca_gpt4_data.json, llava_instruct.json, ...]: Alpaca records are
+# text-only (a zero image), LLaVA records use their first turn (turns='first',
+# as released; turns='all' makes every turn of a conversation a sample).
+# Released recipe: 8 GPUs x 4, lr 1e-3 * 32 / 256, weight decay
 # 0.02, 4 epochs with 1 warmup epoch, max_words 512.
 _base_ = './llama-adapter-v2_7b_8xb4-amp-3e_coco-caption-pretrain.py'
 

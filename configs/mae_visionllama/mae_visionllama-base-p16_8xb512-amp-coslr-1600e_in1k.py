@@ -1,6 +1,6 @@
 # MAE pretraining of VisionLLaMA-B/16 on ImageNet-1k, 1600 epochs.
 #
-# Official recipe (spec-visionllama.md §8.1; upstream
+# Official recipe (docs/visionllama.md#mae-pretraining-recipe; upstream
 # `mae_lama-base-p16_8xb512-amp-coslr-1600e_in1k.py`): the 800-epoch config
 # with mmpretrain's MAE ViT-B 1600e schedule: the LinearLR warmup (40 epochs)
 # starts from 1e-4 and the cosine runs to epoch 1600.

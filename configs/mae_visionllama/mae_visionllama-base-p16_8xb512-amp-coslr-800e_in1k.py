@@ -1,6 +1,6 @@
 # MAE pretraining of VisionLLaMA-B/16 on ImageNet-1k, 800 epochs.
 #
-# Official recipe (spec-visionllama.md §8.1; upstream
+# Official recipe (docs/visionllama.md#mae-pretraining-recipe; upstream
 # `mae_lama-base-p16_8xb512-amp-coslr-800e_in1k.py`): mmpretrain's MAE ViT-B
 # recipe with the encoder replaced by `MAELLaMA`. Everything else is inherited
 # unchanged from the mmpretrain base: MAEPretrainDecoder (512-d, depth 8,
@@ -33,5 +33,5 @@ model = dict(
 train_dataloader = dict(collate_fn=dict(_delete_=True, type='default_collate'))
 
 # The official config ships `resume = True`; resuming is left to the command
-# line (`--resume`), see openmmlab-plugin-guide.md §4.
+# line (`--resume`), see docs/openmmlab.md#config-conventions.
 resume = False

@@ -1,6 +1,6 @@
 # MAE pretraining of VisionLLaMA-L/16 on ImageNet-1k, 800 epochs.
 #
-# Official recipe (spec-visionllama.md §8.1; upstream
+# Official recipe (docs/visionllama.md#mae-pretraining-recipe; upstream
 # `mae_lama-large-p16_8xb512-amp-coslr-800e_in1k.py`, whose name says 8xb512
 # although it trains with 256 images per GPU): the base 800-epoch recipe with
 # `arch='l'`, the decoder fed 1024-d latents (it stays 512-d inside) and a

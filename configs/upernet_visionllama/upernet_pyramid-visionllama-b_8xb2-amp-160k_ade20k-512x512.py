@@ -1,5 +1,6 @@
-# UperNet on ADE20K with Pyramid VisionLLaMA-B (spec-visionllama.md §8.7):
-# the -S config with the -B backbone.
+# UperNet on ADE20K with Pyramid VisionLLaMA-B
+# (docs/dense.md#upernet-with-the-pyramid-backbone): the -S config with the -B
+# backbone.
 _base_ = ['./upernet_pyramid-visionllama-s_8xb2-amp-160k_ade20k-512x512.py']
 
 # ImageNet-1k Pyramid VisionLLaMA-B: the official deit checkpoint (HF

@@ -1,8 +1,9 @@
-# UperNet on ADE20K with Pyramid VisionLLaMA-S (spec-visionllama.md §8.7):
-# the Twins-SVT UperNet recipe (mmseg twins_svt-s, 160k, AdamW lr 6e-5, wd
-# 0.01, no decay for 'norm') with the backbone replaced. AS2DRoPE is on in
-# the GSA blocks (auto_scale=True, anchor 14 tokens in every stage, the
-# official setting); a fresh LayerNorm after each stage feeds the next.
+# UperNet on ADE20K with Pyramid VisionLLaMA-S
+# (docs/dense.md#upernet-with-the-pyramid-backbone): the Twins-SVT UperNet
+# recipe (mmseg twins_svt-s, 160k, AdamW lr 6e-5, wd 0.01, no decay for 'norm')
+# with the backbone replaced. AS2DRoPE is on in the GSA blocks
+# (auto_scale=True, anchor 14 tokens in every stage, the official setting); a
+# fresh LayerNorm after each stage feeds the next.
 _base_ = ['mmseg::twins/twins_svt-s_uperhead_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(
     imports=['visionllama_mm.safe_loading'], allow_failed_imports=False)

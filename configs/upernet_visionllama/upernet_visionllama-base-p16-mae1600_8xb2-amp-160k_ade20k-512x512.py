@@ -1,6 +1,6 @@
 # UperNet on ADE20K with the plain VisionLLaMA-B, MAE-pretrained for 1600
-# epochs (spec-visionllama.md §8.6; reported 50.2 mIoU): the MAE-800 recipe
-# with the longer-pretrained backbone.
+# epochs (docs/dense.md#upernet-with-the-plain-backbone; reported 50.2 mIoU):
+# the MAE-800 recipe with the longer-pretrained backbone.
 _base_ = [
     './upernet_visionllama-base-p16-mae800_8xb2-amp-160k_ade20k-512x512.py'
 ]

@@ -1,8 +1,9 @@
 # UperNet on ADE20K with the plain VisionLLaMA-B, MAE-pretrained for 800
-# epochs (spec-visionllama.md §8.6; reported 49.0 mIoU). Feature2Pyramid
-# turns blocks 3/5/7/11 (stride 16) into strides 4/8/16/32. Layer-wise lr
-# decay 0.65 through visionllama_mm.LayerDecayOptimWrapperConstructor, which
-# asks the backbone's get_layer_depth (ids 0..13, no class-name matching).
+# epochs (docs/dense.md#upernet-with-the-plain-backbone; reported 49.0 mIoU).
+# Feature2Pyramid turns blocks 3/5/7/11 (stride 16) into strides 4/8/16/32.
+# Layer-wise lr decay 0.65 through
+# visionllama_mm.LayerDecayOptimWrapperConstructor, which asks the backbone's
+# get_layer_depth (ids 0..13, no class-name matching).
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',

@@ -1,6 +1,6 @@
 # UperNet on ADE20K with the plain VisionLLaMA-L, MAE-pretrained for 800
-# epochs (spec-visionllama.md §8.6). Blocks 7/11/15/23, 1024 channels,
-# layer decay 0.65 over 24 layers; 8 GPUs x 1 image with
+# epochs (docs/dense.md#upernet-with-the-plain-backbone). Blocks 7/11/15/23,
+# 1024 channels, layer decay 0.65 over 24 layers; 8 GPUs x 1 image with
 # accumulative_counts=2 (16 images per optimiser step, as for -B).
 _base_ = [
     './upernet_visionllama-base-p16-mae800_8xb2-amp-160k_ade20k-512x512.py'

@@ -1,5 +1,5 @@
 # Linear probing of the VisionLLaMA-B MAE 800-epoch encoder on ImageNet-1k
-# (spec-visionllama.md §8.3; upstream
+# (docs/visionllama.md#linear-probe-recipe; upstream
 # lama-base-p16_8xb2048-linear-coslr-800-90e_in1k.py). The frozen encoder
 # gives GAP + ln2 features (ln2 stays at its identity init), followed by a
 # BatchNorm without affine and a linear head; LARS lr 6.4, 90 epochs, AMP.

@@ -1,5 +1,5 @@
 # Linear probing of the VisionLLaMA-L MAE 800-epoch encoder
-# (spec-visionllama.md §8.3; upstream
+# (docs/visionllama.md#linear-probe-recipe; upstream
 # lama-large-p16_8xb2048-linear-coslr-800-90e_in1k.py).
 _base_ = ['./visionllama-base-p16_mae800-pre_linear-8xb2048-coslr-90e_in1k.py']
 

@@ -1,7 +1,8 @@
 # ViTDet Mask R-CNN with the plain VisionLLaMA-B (MAE 800 epochs), LSJ 1024,
-# "36e" (spec-visionllama.md §3.9, §8.9). 8 GPUs x 4 images per forward and
-# accumulative_counts=2 -> 64 images per optimiser step. max_iters counts
-# FORWARD iterations (137250 x 32 images ~ 37 COCO epochs), as upstream.
+# "36e" (docs/dense.md#vitdet-backbone, docs/dense.md#vitdet-mask-r-cnn). 8
+# GPUs x 4 images per forward and accumulative_counts=2 -> 64 images per
+# optimiser step. max_iters counts FORWARD iterations (137250 x 32 images ~ 37
+# COCO epochs), as upstream.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     '../_base_/datasets/coco_instance_lsj-1024.py',

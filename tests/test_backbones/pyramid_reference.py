@@ -1,11 +1,12 @@
-"""Reference Pyramid VisionLLaMA forward for parity tests, from the spec.
+"""Reference Pyramid VisionLLaMA forward for parity tests, from the docs.
 
-Written from ``spec-visionllama.md`` §2.4 (complex RoPE), §5 (pyramid
-numerics) and §7.2 (official key names), independent of the package: it
-works directly on an official deit-format ``model`` state dict, rotates with
-complex numbers built in fp32 (the official numerics) and places the GSA
-keys with the formulas of the §5.4 table. Complex dtypes are allowed in
-tests only.
+Written from docs/visionllama.md#reference-formula-and-tested-properties
+(complex RoPE), docs/pyramid.md (pyramid numerics) and
+docs/pyramid.md#checkpoint-layout (official key names), independent of the
+package: it works directly on an official deit-format ``model`` state dict,
+rotates with complex numbers built in fp32 (the official numerics) and places
+the GSA keys with the formulas of the docs/pyramid.md#gsa-key-positions table.
+Complex dtypes are allowed in tests only.
 """
 import math
 
@@ -29,7 +30,8 @@ def official_arch_state_dict(embed_dims,
                              in_channels=3,
                              patch_sizes=(4, 2, 2, 2),
                              seed=0):
-    """Random weights with the official key names and shapes (§7.2)."""
+    """Random weights with the official key names and shapes
+    (docs/pyramid.md#checkpoint-layout)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, std=0.02, mean=0.):
@@ -81,7 +83,9 @@ def official_arch_state_dict(embed_dims,
     return sd
 
 
-# -- RoPE (spec §2.1 / §2.4), complex, tables built in fp32 -----------------
+# -- RoPE (docs/visionllama.md#frequencies-and-channel-layout,
+# docs/visionllama.md#reference-formula-and-tested-properties), complex, tables
+# built in fp32 ---
 
 
 def cis(xs, ys, head_dim):
@@ -105,7 +109,7 @@ def query_coords(H, W, scale):
 
 
 def key_coords(H, W, s, mode, scale):
-    """GSA key coordinates of the §5.4 table."""
+    """GSA key coordinates of the docs/pyramid.md#gsa-key-positions table."""
     if mode == 'official':
         j = torch.arange((H * W) // (s * s))
         off = 1.0 - 1.0 / s
@@ -130,7 +134,8 @@ def attention(q, k, v):
 
 
 def lsa(x, H, W, sd, prefix, heads, ws=7):
-    """§5.2: pad before qkv, windows, window-local RoPE, no mask."""
+    """docs/pyramid.md#locally-grouped-attention-lsa: pad before qkv, windows,
+    window-local RoPE, no mask."""
     B, N, C = x.shape
     d = C // heads
     t = x.view(B, H, W, C)
@@ -153,7 +158,9 @@ def lsa(x, H, W, sd, prefix, heads, ws=7):
 
 
 def gsa(x, H, W, sd, prefix, heads, s, mode, scale):
-    """§5.3-5.4: sub-sampled keys at the official / centroid positions."""
+    """docs/pyramid.md#global-sub-sampled-attention-gsa,
+    docs/pyramid.md#gsa-key-positions: sub-sampled keys at the official /
+    centroid positions."""
     B, N, C = x.shape
     d = C // heads
     q = F.linear(x, sd[prefix + 'q.weight'], sd[prefix + 'q.bias'])
@@ -224,7 +231,8 @@ def reference_forward(sd,
     if dense:
         return outs
     z = layer_norm(x, sd, 'norm.')
-    feat = layer_norm(z.mean(dim=1), sd, 'norm.')  # the double norm (§5.6)
+    # the double norm (docs/pyramid.md#heads-and-outputs)
+    feat = layer_norm(z.mean(dim=1), sd, 'norm.')
     return F.linear(feat, sd['head.weight'], sd['head.bias'])
 
 

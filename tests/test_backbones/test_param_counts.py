@@ -1,8 +1,9 @@
 """Parameter counts of every plain arch equal the official models.
 
-Counts of spec-visionllama.md §3.4 (mmpretrain style: patch embed, class
-token, blocks and final norm; no ``pos_embed``) and §4 (deit style, with the
-1000-class head). Built on the meta device, so no memory is allocated.
+Counts of docs/visionllama.md#arch-table-and-parameter-counts (mmpretrain
+style: patch embed, class token, blocks and final norm; no ``pos_embed``) and
+docs/visionllama.md#plain-model-deit-style (deit style, with the 1000-class
+head). Built on the meta device, so no memory is allocated.
 """
 import pytest
 import torch

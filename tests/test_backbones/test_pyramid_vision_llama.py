@@ -1,4 +1,5 @@
-"""Tests of PyramidVisionLLaMA (spec-visionllama.md §5, §7.2, §10)."""
+"""Tests of PyramidVisionLLaMA (docs/pyramid.md,
+docs/pyramid.md#checkpoint-layout, docs/visionllama.md#official-quirks)."""
 import copy
 import math
 import os.path as osp
@@ -74,7 +75,8 @@ class TestPyramidVisionLLaMA(TestCase):
                 PyramidVisionLLaMA(**self.cfg, **kwargs)
 
     def test_parameter_counts(self):
-        """Official counts (§5.7): with head and seg / det backbone only."""
+        """Official counts (docs/pyramid.md#variants): with head and seg / det
+        backbone only."""
         expected = dict(
             s=(25.9, 25.4), b=(56.0, 55.3), l=(104.7, 103.7))  # noqa: E741
         for arch, (with_head, backbone) in expected.items():
@@ -256,7 +258,8 @@ class TestPyramidVisionLLaMA(TestCase):
         self.assertTrue(all(torch.isfinite(o).all() for o in outs))
 
     def test_swapped_hw_tables(self):
-        """Same token count, swapped H / W: own, fresh-equal tables (§5.3)."""
+        """Same token count, swapped H / W: own, fresh-equal tables
+        (docs/pyramid.md#global-sub-sampled-attention-gsa)."""
         torch.manual_seed(0)
         for key_pos in ('official', 'centroid'):
             model = PyramidVisionLLaMADET(
@@ -306,7 +309,8 @@ class TestPyramidVisionLLaMA(TestCase):
             torch.testing.assert_close(tables[name][1], sin)
 
     def test_auto_scale(self):
-        """AS2DRoPE: sigma = base / H_stage on GSA q / k only (§5.5)."""
+        """AS2DRoPE: sigma = base / H_stage on GSA q / k only
+        (docs/pyramid.md#as2drope-in-the-pyramid)."""
         model = PyramidVisionLLaMA(
             **self.cfg, auto_scale=True, as_base_size=[56, 28, 14, 7])
         dev = torch.device('cpu')
@@ -456,7 +460,7 @@ class TestPyramidVisionLLaMA(TestCase):
         self.assertEqual(result.unexpected_keys, [])
 
     def test_official_parity(self):
-        """Official-format weights against the spec reference (both keys)."""
+        """Official-format weights against the docs reference (both keys)."""
         torch.manual_seed(0)
         sd = ref.arch_state_dict(TINY)
         x = torch.randn(1, 3, 160, 128)  # non-square, padded windows

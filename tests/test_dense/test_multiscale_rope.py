@@ -2,10 +2,12 @@
 
 Mask R-CNN 3x multi-scale training feeds e.g. 800x1216 and 1216x800 batches
 to the same model one after the other (same token count, swapped grid). The
-official code reuses a table keyed on the token count (spec §5.3, §10 #5);
-ours must give every batch the tables of its own (H, W). Both the pyramid
-(GSA q / k with AS2DRoPE, LSA windows) and LLaMADET (global / window
-blocks) are compared with independent references written from the spec.
+official code reuses a table keyed on the token count
+(docs/pyramid.md#global-sub-sampled-attention-gsa,
+docs/visionllama.md#official-quirks item 5); ours must give every batch the
+tables of its own (H, W). Both the pyramid (GSA q / k with AS2DRoPE, LSA
+windows) and LLaMADET (global / window blocks) are compared with independent
+references written from the docs.
 """
 import ast
 import math

@@ -1,4 +1,4 @@
-"""LLaMADET: window / global blocks against a from-the-spec reference."""
+"""LLaMADET: window / global blocks against a from-the-docs reference."""
 import os.path as osp
 import sys
 import unittest

@@ -1,4 +1,5 @@
-"""Reference LLaMADET forward written from spec §2 / §3.9 (float64, loops).
+"""Reference LLaMADET forward written from docs/visionllama.md#2d-rope,
+docs/dense.md#vitdet-backbone (float64, loops).
 
 Independent of the package's RoPE, attention and window code: angles from
 the formula, manual softmax attention, explicit per-window loops.
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 
 
 def rope_ref(t, xs, ys):
-    """Spec §2: pair j rotates by (x if j even else y) * 1e4^(-4 (j//2)/d)."""
+    """docs/visionllama.md#2d-rope: pair j rotates by (x if j even else y) *
+    1e4^(-4 (j//2)/d)."""
     d = t.shape[-1]
     theta = 10000.**(-4. * torch.arange(d // 4, dtype=torch.float64) / d)
     ang = torch.stack([xs[:, None] * theta, ys[:, None] * theta],

@@ -62,7 +62,8 @@ class TestLayerDecay(unittest.TestCase):
             self.model)
         params = dict(self.model.named_parameters())
         self.assertEqual(set(got), set(params))
-        # spec §3.7: patch embed rate^13, layer i rate^(12 - i), heads 1
+        # docs/visionllama.md#layer-wise-lr-decay: patch embed rate^13, layer i
+        # rate^(12 - i), heads 1
         expect_scale = {
             'backbone.patch_embed.projection.weight': rate**13,
             'backbone.patch_embed.projection.bias': rate**13,

@@ -1,8 +1,10 @@
-"""Reference DiT-LLaMA / SiT-LLaMA forward written from the spec (§6.1).
+"""Reference DiT-LLaMA / SiT-LLaMA forward written from the docs
+(docs/generation.md#model).
 
-Functional, float64, over a state dict in the *official* layout (§7.3),
-with 2D RoPE in the complex form of spec §2.4 (complex dtypes are allowed in
-tests only). Used by the model and converter parity tests.
+Functional, float64, over a state dict in the *official* layout
+(docs/generation.md#checkpoint-layout), with 2D RoPE in the complex form of
+docs/visionllama.md#reference-formula-and-tested-properties (complex dtypes are
+allowed in tests only). Used by the model and converter parity tests.
 """
 import argparse
 import math
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 
 
 def llama_hidden(dim):
-    """ceil256(floor(8 D / 3)), spec §6.2."""
+    """ceil256(floor(8 D / 3)), docs/generation.md#variants."""
     return 256 * math.ceil(int(8 * dim / 3) / 256)
 
 
@@ -91,7 +93,8 @@ def rope_complex(q, height, width, base=10000.):
 
 
 def reference_forward(sd, x, t, y, num_heads, learn_sigma=True, sit=False):
-    """Spec §6.1 forward in float64. ``pos_embed`` is present but unused."""
+    """docs/generation.md#model forward in float64. ``pos_embed`` is present
+    but unused."""
     sd = {k: v.double() for k, v in sd.items()}
     x, t = x.double(), t.double()
     w = sd['x_embedder.proj.weight']

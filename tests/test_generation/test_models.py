@@ -11,7 +11,8 @@ from visionllama_mm.generation.models import (DiTLLaMA, DiTLLaMA_models,
                                               build_generator,
                                               get_2d_sincos_pos_embed)
 
-# spec §6.2: (depth, D, heads, patch, hidden, params incl. pos_embed in M)
+# docs/generation.md#variants: (depth, D, heads, patch, hidden, params incl.
+# pos_embed in M)
 ZOO = {
     'DiTLLaMA_B_4': (12, 768, 12, 4, 2048, 130.4),
     'DiTLLaMA_L_4': (24, 1024, 16, 4, 2816, 464.2),
@@ -31,7 +32,8 @@ def official_param_count(depth,
                          in_ch=4,
                          classes=1000,
                          input_size=32):
-    """Count of the official module, from the §6.1 definition."""
+    """Count of the official module, from the docs/generation.md#model
+    definition."""
     out = 2 * in_ch
     T = (input_size // patch)**2
     n = D * in_ch * patch * patch + D  # x_embedder
@@ -77,7 +79,8 @@ def test_zoo_on_meta_counts_equal_official(name):
     assert model.blocks[0].mlp.hidden_features == hidden == llama_hidden(D)
     assert isinstance(model, SiTLLaMA if name.startswith('SiT') else DiTLLaMA)
     ours = sum(p.numel() for p in model.parameters())
-    pos_embed = (32 // patch)**2 * D  # not created by us (spec §10 #10)
+    # not created by us (docs/visionllama.md#official-quirks item 10)
+    pos_embed = (32 // patch)**2 * D
     expected = official_param_count(depth, D, patch, hidden)
     assert ours + pos_embed == expected
     assert round((ours + pos_embed) / 1e6, 1) == table_m

@@ -1,4 +1,5 @@
-"""RoPE property tests (style-anchors.md §4)."""
+"""RoPE property tests
+(docs/visionllama.md#reference-formula-and-tested-properties)."""
 import pytest
 import torch
 
@@ -9,7 +10,8 @@ from visionllama_mm.layers.rope import (RotaryEmbedding2D, anchor_scale,
 
 
 def complex_reference(q, coords, head_dim, base=10000.):
-    """Spec §2.4: z_j * exp(i phi_j), phi_j = (x|y) theta_{j//2}."""
+    """docs/visionllama.md#reference-formula-and-tested-properties: z_j * exp(i
+    phi_j), phi_j = (x|y) theta_{j//2}."""
     q = q.double()
     z = torch.complex(q[..., 0::2], q[..., 1::2])
     j = torch.arange(head_dim // 2)
@@ -131,7 +133,8 @@ def test_grid_coords_and_anchor():
         RotaryEmbedding2D(8, anchor_mode='width')
 
 
-# spec §5.4 worked table: official (x, y) and centroid (x, y) at 224 input
+# docs/pyramid.md#gsa-key-positions worked table: official (x, y) and centroid
+# (x, y) at 224 input
 GSA_TABLE = {
     (56, 8): {
         0: ((0.875, 0.875), (3.5, 3.5)),

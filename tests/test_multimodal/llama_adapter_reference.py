@@ -1,17 +1,18 @@
-"""Reference LLaMA-Adapter V2 forward written from the spec, for tests.
+"""Reference LLaMA-Adapter V2 forward written from the docs, for tests.
 
 Independent of the package: it works on an *official* state dict (Meta
 layout, official names: ``llama.layers.i.attention.wq.weight`` ...), uses
-Meta's adjacent-pair RoPE, and implements spec §2.2-§2.6 with explicit
-softmaxes. Only the CLIP tower itself is taken from transformers.
+Meta's adjacent-pair RoPE, and implements docs/llama_adapter_v2.md#architecture
+with explicit softmaxes. Only the CLIP tower itself is taken from transformers.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
-# our transformers-name -> Meta-name map for the *base* LLaMA (spec §5.3),
-# written here independently of the package
+# our transformers-name -> Meta-name map for the *base* LLaMA
+# (docs/llama_adapter_v2.md#mapping-to-transformers-llama), written here
+# independently of the package
 _HF_TO_META = {
     'self_attn.q_proj': 'attention.wq',
     'self_attn.k_proj': 'attention.wk',
@@ -98,7 +99,8 @@ def linear(x, sd, name, bias_mode='mm7b', lora=True):
 
 
 def visual_query(feats, sd, query_len, num_heads):
-    """Bridge (spec §2.2) on CLIP features (B, N, clip_dim)."""
+    """Bridge (docs/llama_adapter_v2.md#visual-path) on CLIP features (B, N,
+    clip_dim)."""
     x = feats @ sd['clip_proj.weight'].t() + sd['clip_proj.bias']
     x = F.layer_norm(x, (x.shape[-1], ), sd['clip_proj_norm.weight'],
                      sd['clip_proj_norm.bias'])
@@ -138,7 +140,8 @@ def llama_adapter_logits(tokens,
                          fusion='late',
                          bias_mode='mm7b',
                          eps=1e-6):
-    """Logits (B, T, vocab) of the adapter LLaMA (spec §2.3-§2.6)."""
+    """Logits (B, T, vocab) of the adapter LLaMA
+    (docs/llama_adapter_v2.md#architecture)."""
     b, t = tokens.shape
     h = sd['llama.tok_embeddings.weight'][tokens]
     dim = h.shape[-1]

@@ -1,4 +1,4 @@
-"""LLaMA-Adapter V2: numerics against the spec, phases, checkpoints,
+"""LLaMA-Adapter V2: numerics against the docs, phases, checkpoints,
 generation (tiny random models, CPU)."""
 import copy
 import json
@@ -31,7 +31,8 @@ def _inputs(seed=0, b=2, t=7):
 
 
 def _clip_features(model, images):
-    """All-token CLIP features per spec §2.2 (post-LN on every token)."""
+    """All-token CLIP features per docs/llama_adapter_v2.md#visual-path
+    (post-LN on every token)."""
     clip = model.clip.backbone
     hidden = clip.vision_model(pixel_values=images).last_hidden_state
     return clip.vision_model.post_layernorm(
@@ -168,7 +169,9 @@ def test_7b_lora_and_c65b_counts_on_meta_device():
         expected_adapter_shapes
     model = _meta_7b(phase='finetune', w_lora=True, lora_rank=16)
     assert _n_trainable(model) == 1363968 + 39976960
-    model.set_phase('pretrain')  # 'new_gate' matches 'gate' (spec §3)
+    # 'new_gate' matches 'gate'
+    # (docs/llama_adapter_v2.md#phases-and-trainable-groups)
+    model.set_phase('pretrain')
     assert _n_trainable(model) == 61731584 + 32
     expected = expected_adapter_shapes(w_lora=True)
     state = model.state_dict()
@@ -227,7 +230,9 @@ def test_state_dict_official_names_and_roundtrip():
 
 
 def _official_file_state(w_lora, seed=5):
-    """Official keys and shapes (spec §5.1) at the tiny size, random."""
+    """Official keys and shapes
+    (docs/llama_adapter_v2.md#released-adapter-files) at the tiny size,
+    random."""
     g = torch.Generator().manual_seed(seed)
     dim, layers = TINY_LLAMA['dim'], TINY_LLAMA['n_layers']
     hidden = 176  # ceil16(int(2 * 4 * 64 / 3)) = 176

@@ -1,8 +1,8 @@
 """Official MAE checkpoint format -> safe loader -> converter -> downstream.
 
 The official MAE files (HF ``mtgv/VisionLLaMA-{Base,Large}-MAE``,
-``epoch_{800,1600}.pth``; spec-visionllama.md §7.1) are mmengine runner
-checkpoints: ``meta``, ``state_dict``, ``message_hub`` (pickled
+``epoch_{800,1600}.pth``; docs/visionllama.md#mae-checkpoints) are mmengine
+runner checkpoints: ``meta``, ``state_dict``, ``message_hub`` (pickled
 ``HistoryBuffer`` objects holding numpy arrays), ``optimizer`` (with the AMP
 loss scaler) and ``param_schedulers``. The synthetic file here is written by
 an actual mmengine ``Runner`` training a tiny MAE-VisionLLaMA for one epoch
@@ -140,7 +140,7 @@ def test_official_container_structure(mae_epoch_file):
     assert {'state', 'param_groups', 'loss_scaler'} <= set(ckpt['optimizer'])
     sd = ckpt['state_dict']
     n = (IMG // PATCH)**2
-    # the spec §7.1 key layout
+    # the docs/visionllama.md#mae-checkpoints key layout
     assert sd['backbone.cls_token'].shape == (1, 1, 32)
     assert sd['backbone.pos_embed'].shape == (1, 1 + n, 32)
     assert sd['backbone.patch_embed.projection.weight'].shape == (32, 3, PATCH,
@@ -200,7 +200,9 @@ def test_classifier_configs_accept_mae_weights(config, source, mae_epoch_file,
     # every encoder weight came from the checkpoint ...
     for k, v in state.items():
         if k.startswith('ln2.'):
-            continue  # the GAP norm is new in FT / LP (spec §7.1)
+            # the GAP norm is new in FT / LP
+            # (docs/visionllama.md#mae-checkpoints)
+            continue
         torch.testing.assert_close(v, src['backbone.' + k], msg=k)
     # ... and nothing else is missing or left over than by design:
     # ln2 is new; the MAE final norm ln1 is unused with final_norm=False
@@ -215,7 +217,8 @@ def test_classifier_configs_accept_mae_weights(config, source, mae_epoch_file,
 
 
 def test_upernet_backbone_accepts_mae_weights(converted, mae_epoch_file):
-    """The plain UperNet backbone settings (spec §8.6) at a tiny size."""
+    """The plain UperNet backbone settings
+    (docs/dense.md#upernet-with-the-plain-backbone) at a tiny size."""
     cfg = dict(
         type='visionllama_mm.VisionLLaMA',
         arch=dict(embed_dims=32, num_layers=LAYERS, num_heads=2),

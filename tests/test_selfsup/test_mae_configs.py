@@ -196,7 +196,8 @@ def test_linear_probe_trains_only_the_head(name):
 
 @pytest.mark.parametrize('name', sorted(FINETUNE))
 def test_layer_decay_scales(name):
-    """lr of named parameters = lr * 0.45^(L + 1 - depth) (spec §3.7)."""
+    """lr of named parameters = lr * 0.45^(L + 1 - depth)
+    (docs/visionllama.md#layer-wise-lr-decay)."""
     exp = FINETUNE[name]
     cfg = load(name)
     L = exp['layers']

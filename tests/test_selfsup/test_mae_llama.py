@@ -26,7 +26,8 @@ def tiny(**kwargs):
 
 
 def reference_encode(model, tokens, ids_keep, hw):
-    """Spec §3.8 written out for ONE sample: (K, C) kept tokens, (K,) ids.
+    """docs/visionllama.md#mae-encoder written out for ONE sample: (K, C) kept
+    tokens, (K,) ids.
 
     Blocks are applied by hand (ln1 -> qkv -> RoPE at the kept grid
     positions -> softmax attention -> proj; ln2 -> SwiGLU), then the raw
@@ -101,7 +102,8 @@ def test_masked_forward_matches_reference_per_sample():
 
 
 def test_permuting_kept_tokens_with_positions_permutes_output():
-    """style-anchors §4 #8: output equivariant to (token, position) perms."""
+    """docs/visionllama.md#reference-formula-and-tested-properties item 8:
+    output equivariant to (token, position) perms."""
     model = tiny()
     x = torch.randn(2, 3, 32, 32)
     tokens, hw = model.patch_embed(x)

@@ -1,8 +1,9 @@
-"""Converter tests: official deit-format pyramid files -> our faces (§7.2).
+"""Converter tests: official deit-format pyramid files -> our faces
+(docs/pyramid.md#checkpoint-layout).
 
 Synthetic official-shaped weights, converted, loaded into the mmpretrain
 classifier and the mmseg / mmdet backbone, must match the reference forward
-written from the spec (``tests/test_backbones/pyramid_reference.py``).
+written from the docs (``tests/test_backbones/pyramid_reference.py``).
 """
 import argparse
 import os.path as osp

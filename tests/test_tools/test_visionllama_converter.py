@@ -1,11 +1,12 @@
 """Converter of official plain VisionLLaMA checkpoints.
 
 Synthetic checkpoints are built with exactly the layout of the official files
-(spec-visionllama.md §7.1: MAE epoch files as mmengine runner checkpoints,
-FT / LP model files; §4: deit-style ``vit_llama_rope_*`` files) at a small
-width, converted, loaded strictly, and compared with a reference forward of
-the official models written here from the spec (complex-number RoPE on the
-official square grid of side floor(sqrt(N)), allowed in tests).
+(docs/visionllama.md#mae-checkpoints: MAE epoch files as mmengine runner
+checkpoints, FT / LP model files; docs/visionllama.md#plain-model-deit-style:
+deit-style ``vit_llama_rope_*`` files) at a small width, converted, loaded
+strictly, and compared with a reference forward of the official models written
+here from the docs (complex-number RoPE on the official square grid of side
+floor(sqrt(N)), allowed in tests).
 """
 import math
 from collections import OrderedDict
@@ -25,7 +26,9 @@ HIDDEN = 768  # the mmpretrain rule: ceil256(8 * 4C / 3) for C = 64
 DEIT_HIDDEN = 256  # the LLaMA rule: ceil256(8 C / 3)
 
 # ---------------------------------------------------------------------------
-# reference forward of the official models (spec §2, §3.1, §4)
+# reference forward of the official models (docs/visionllama.md#2d-rope,
+# docs/visionllama.md#plain-structure,
+# docs/visionllama.md#plain-model-deit-style)
 # ---------------------------------------------------------------------------
 
 
@@ -107,7 +110,8 @@ def official_lp_logits(sd, img):
 
 
 def official_deit_logits(sd, img, as_scale=False):
-    """deit ``VisionLLaMA`` with ``LAMABlock`` (spec §4)."""
+    """deit ``VisionLLaMA`` with ``LAMABlock``
+    (docs/visionllama.md#plain-model-deit-style)."""
     sd = {k: v.double() for k, v in sd.items()}
     x = F.conv2d(
         img.double(),

@@ -104,8 +104,9 @@ def test_repository_index_loads_and_configs_exist():
     assert sorted(zoo.list_models(path=INDEX)) == sorted(names)
 
 
-#: The published numbers (spec-visionllama.md §9, spec-llama-adapter-v2.md
-#: §10): config name -> {metric: value}.
+#: The published numbers (docs/visionllama.md#published-numbers,
+#: docs/llama_adapter_v2.md#evaluation-and-published-numbers): config name ->
+#: {metric: value}.
 HEADLINE = {
     'visionllama-base-p16_mae800-pre_8xb128-lrd45-coslr-100e_in1k': {
         'Top 1 Accuracy': 84.0
@@ -228,7 +229,8 @@ HEADLINE.update({
         'mIoU': 50.0
     },
 })
-#: Official checkpoints (spec-visionllama.md §6.2, §7).
+#: Official checkpoints (docs/generation.md#variants,
+#: docs/visionllama.md#checkpoint-layouts).
 WEIGHTS = {
     'mae_visionllama-base-p16_8xb512-amp-coslr-800e_in1k':
     'mtgv/VisionLLaMA-Base-MAE/resolve/main/epoch_800.pth',
@@ -295,11 +297,13 @@ def test_repository_tasks_fit_the_inferencers():
 
 
 def test_repository_parameter_counts_follow_the_spec():
-    """Our counts against the spec's computed ones (spec §3.4/5.7/6.2).
+    """Our counts against the docs' computed ones
+    (docs/visionllama.md#arch-table-and-parameter-counts,
+    docs/pyramid.md#variants, docs/generation.md#variants).
 
     Plain encoders: 255.7M (B) / 913.8M (L) without pos_embed (the FT model
     adds ln2 and the 1000-way head); pyramid classifiers 25.9 / 56.0 /
-    104.7M; DiT-LLaMA: the spec's counts include the unused pos_embed
+    104.7M; DiT-LLaMA: the docs' counts include the unused pos_embed
     (T x D), which our models do not create.
     """
     models = {m['Name']: m['Metadata'] for _, m in _repo_models()}

@@ -4,7 +4,7 @@
 LLaMAAdapterV2 reads the Meta layout directly (``llm=dict(meta_dir=...)``);
 a transformers directory (``llm=dict(name_or_path=...)``) loads faster and
 can be memory-mapped. The q/k rows are permuted for transformers'
-rotate-half RoPE (spec §5.3).
+rotate-half RoPE (docs/llama_adapter_v2.md#mapping-to-transformers-llama).
 
 Example::
 

@@ -1,6 +1,6 @@
 """Convert official plain VisionLLaMA checkpoints to tensors-only files.
 
-Inputs (``spec-visionllama.md`` §7):
+Inputs (docs/visionllama.md#checkpoint-layouts):
 
 * mmpretrain style - the MAE epoch files (mmengine runner checkpoints that
   pickle message hubs, ``HistoryBuffer`` and numpy objects), and fine-tune /

@@ -13,9 +13,9 @@ queries at their grid positions and the sub-sampled keys at the positions
 they summarise (``gsa_key_pos``). There is no class token, no absolute
 position embedding and no conditional position encoding (both exist as
 switches for the paper's ablation: ``pos_embed_type``, ``use_rope``).
-Numerics follow ``spec-visionllama.md`` §5; the attribute names follow the
-released checkpoints (§7.2), so ``patch_embeds``, ``blocks.{k}.{j}``, ``norm``,
-``head`` and ``norm_list`` load without renaming.
+Numerics follow docs/pyramid.md; the attribute names follow the
+released checkpoints (docs/pyramid.md#checkpoint-layout), so ``patch_embeds``,
+``blocks.{k}.{j}``, ``norm``, ``head`` and ``norm_list`` load without renaming.
 
 One class serves every face:
 
@@ -31,15 +31,15 @@ One class serves every face:
   deit classifier; :meth:`PyramidVisionLLaMA.forward_features` and
   :meth:`PyramidVisionLLaMA.forward_head`.
 
-Official quirks kept by default, each with an option (§10): GSA key
-coordinates (``gsa_key_pos``), AS2DRoPE anchors (``auto_scale``,
-``as_base_size``), unmasked window padding (``mask_window_padding``), the
-double final norm (``head_double_norm``). Official defects fixed by default:
-RoPE tables are recomputed per (H, W, scale, device) and never stale (the
-upstream GSA cache is keyed on the token count only; ``gsa_table_cache=
-'token_count'`` restores it for an exact re-run of an official detection
-run), and the reduced GSA grid comes from the conv output (any input size
-works).
+Official quirks kept by default, each with an option
+(docs/visionllama.md#official-quirks): GSA key coordinates (``gsa_key_pos``),
+AS2DRoPE anchors (``auto_scale``, ``as_base_size``), unmasked window padding
+(``mask_window_padding``), the double final norm (``head_double_norm``).
+Official defects fixed by default: RoPE tables are recomputed per (H, W, scale,
+device) and never stale (the upstream GSA cache is keyed on the token count
+only; ``gsa_table_cache= 'token_count'`` restores it for an exact re-run of an
+official detection run), and the reduced GSA grid comes from the conv output
+(any input size works).
 
 .. code-block:: bibtex
 
@@ -101,7 +101,8 @@ class GroupAttention(nn.Module):
     the window size *before* the ``qkv`` projection (as upstream, so padded
     keys carry the qkv bias), split into windows in raster order, and each
     window attends to itself with queries / keys rotated at their
-    coordinates inside the window (``spec-visionllama.md`` §5.2).
+    coordinates inside the window
+    (docs/pyramid.md#locally-grouped-attention-lsa).
 
     Its :attr:`kind` is ``'lsa'``: the backbone hands it the window tables
     (``rope``).
@@ -184,10 +185,10 @@ class GSAttention(nn.Module):
 
     Every token queries the keys / values of a sub-sampled map: a conv with
     kernel = stride = ``sr_ratio`` (``sr``) and a LayerNorm (``norm``) when
-    ``sr_ratio > 1`` (``spec-visionllama.md`` §5.3). The reduced grid is the
-    conv output, (H // s, W // s), so any input size works. Its :attr:`kind`
-    is ``'gsa'``: the backbone hands it the query and key tables (``rope_q``,
-    ``rope_k``).
+    ``sr_ratio > 1`` (docs/pyramid.md#global-sub-sampled-attention-gsa). The
+    reduced grid is the conv output, (H // s, W // s), so any input size works.
+    Its :attr:`kind` is ``'gsa'``: the backbone hands it the query and key
+    tables (``rope_q``, ``rope_k``).
 
     Args:
         dim (int): Embedding dimension C.
@@ -333,7 +334,8 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
         num_classes (int): > 0 builds the deit classifier ``head`` (Linear)
             for :meth:`forward_head`; 0 for the OpenMMLab faces (mmpretrain's
             ``LinearClsHead`` is the head there). Defaults to 0.
-        gsa_key_pos (str): Coordinates of the sub-sampled GSA keys (§5.4):
+        gsa_key_pos (str): Coordinates of the sub-sampled GSA keys
+            (docs/pyramid.md#gsa-key-positions):
 
             - ``'official'``: what the released checkpoints were trained
               with, ``(j mod W) s + 1 - 1/s`` with the full-resolution W;
@@ -344,7 +346,7 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
         auto_scale (bool): AS2DRoPE in GSA: scale the GSA query and key
             coordinates by ``as_base_size / H_stage`` (LSA is never scaled).
             The official seg / det configs use True, ImageNet pretraining
-            False (§5.5). Defaults to False.
+            False (docs/pyramid.md#as2drope-in-the-pyramid). Defaults to False.
         as_base_size (int | Sequence[int]): AS2DRoPE anchor, one for all
             stages (official: 14) or one per stage; ``[56, 28, 14, 7]`` keeps
             the ImageNet-pretraining scale 1 at 224 px (opt-in for new
@@ -408,7 +410,8 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
         with_cp (bool): Gradient checkpointing of every block. Defaults to
             False.
         init_cfg (dict | list[dict], optional): mmengine init config; None
-            uses the official init (§5.1). Defaults to None.
+            uses the official init (docs/pyramid.md#macro-structure). Defaults
+            to None.
     """
     arch_zoo = {
         **dict.fromkeys(
@@ -639,7 +642,8 @@ class PyramidVisionLLaMA(OfficialInitMixin, BaseModule):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        """Official init (§5.1): trunc-normal Linear, LN 1/0, He-out conv."""
+        """Official init (docs/pyramid.md#macro-structure): trunc-normal
+        Linear, LN 1/0, He-out conv."""
         init_linear_norm_timm(m)
         if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -914,7 +918,10 @@ class PyramidVisionLLaMADET(PyramidVisionLLaMA):
     The upstream mmdet name. Same parameters as the parent; the defaults
     differ: ``out_type='featmap'``, ``out_indices=(0, 1, 2, 3)``,
     ``final_norm=False``, ``norm_after_stage=True`` and ``auto_scale=True``
-    (the official Mask R-CNN / UperNet settings, §5.5 / §8.7-8.8).
+    (the official Mask R-CNN / UperNet settings,
+    docs/pyramid.md#as2drope-in-the-pyramid,
+    docs/dense.md#upernet-with-the-pyramid-backbone,
+    docs/dense.md#mask-r-cnn-with-the-pyramid-backbone).
     """
 
     def __init__(self,
@@ -947,8 +954,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor],
                          fmt: str = 'mmpretrain') -> Dict[str, Tensor]:
     """Map an official deit-format pyramid ``model`` dict to our faces.
 
-    The attribute names already match (§7.2), so only the placement
-    changes:
+    The attribute names already match (docs/pyramid.md#checkpoint-layout), so
+    only the placement changes:
 
     - ``'mmpretrain'``: ``backbone.*`` plus ``head.fc.*`` (the classifier's
       ``LinearClsHead``), for ``ImageClassifier``;

@@ -2,14 +2,15 @@
 
 VisionLLaMA: A Unified LLaMA Backbone for Vision Tasks
 (https://arxiv.org/abs/2403.00522). This is the plain model of the released
-mmpretrain code (``spec-visionllama.md`` §3): patch embedding without any
-absolute position embedding, pre-norm blocks with 2D RoPE attention and a
-SwiGLU FFN, optional final norm, and the mmpretrain output formats. Its
-parameter names (``patch_embed.projection``, ``layers.i.{ln1, attn.qkv,
-attn.proj, ln2, ffn.w12, ffn.w3}``, ``ln1``, ``ln2``, ``cls_token``) match
-the official MAE / fine-tune / linear-probe checkpoints.
+mmpretrain code (docs/visionllama.md#plain-model-mmpretrain-style): patch
+embedding without any absolute position embedding, pre-norm blocks with 2D RoPE
+attention and a SwiGLU FFN, optional final norm, and the mmpretrain output
+formats. Its parameter names (``patch_embed.projection``, ``layers.i.{ln1,
+attn.qkv, attn.proj, ln2, ffn.w12, ffn.w3}``, ``ln1``, ``ln2``, ``cls_token``)
+match the official MAE / fine-tune / linear-probe checkpoints.
 
-Differences from the released code, all on purpose (spec §10):
+Differences from the released code, all on purpose
+(docs/visionllama.md#official-quirks):
 
 * RoPE tables follow the runtime (H, W) of every input (non-square too);
   the official tables are fixed by the constructor ``img_size`` on a square

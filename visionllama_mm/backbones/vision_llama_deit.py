@@ -2,8 +2,9 @@
 
 The supervised plain models of the VisionLLaMA release (timm names
 ``vit_llama_rope_{small,base,large}_patch16`` and
-``vit_llama_rope_large_as_patch16``; ``spec-visionllama.md`` §4). They differ
-from the mmpretrain-style :class:`~visionllama_mm.backbones.VisionLLaMA`:
+``vit_llama_rope_large_as_patch16``;
+docs/visionllama.md#plain-model-deit-style). They differ from the
+mmpretrain-style :class:`~visionllama_mm.backbones.VisionLLaMA`:
 
 * SwiGLU ``mlp.{c_fc1, c_fc2, c_proj}`` without biases and the LLaMA width
   ``ceil256(8 C / 3)``;

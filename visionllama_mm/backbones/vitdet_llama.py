@@ -2,7 +2,7 @@
 
 ViTDet (arXiv 2203.16527) runs a plain backbone at 1024 x 1024 with most
 blocks attending inside non-overlapping windows and a few blocks attending
-globally. VisionLLaMA's detection backbone (``spec-visionllama.md`` §3.9)
+globally. VisionLLaMA's detection backbone (docs/dense.md#vitdet-backbone)
 keeps the plain model's parameters (so MAE checkpoints load with
 ``prefix='backbone.'``) and changes only the attention pattern:
 

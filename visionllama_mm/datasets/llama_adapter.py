@@ -1,4 +1,5 @@
-"""Datasets and a transform for LLaMA-Adapter V2 training (spec §7).
+"""Datasets and a transform for LLaMA-Adapter V2 training
+(docs/llama_adapter_v2.md#data-formats).
 
 * :class:`LLaMAAdapterInstructionDataset`: instruction JSON in the Alpaca
   format (``{instruction, input, output}``, text only) and the LLaVA format
@@ -165,7 +166,8 @@ class LLaMAAdapterInstructionDataset(BaseDataset):
             gt_answer=rec['output'],
             text_only=True,
             image_id=where)
-        # an empty input means no input (Alpaca convention, spec §7)
+        # an empty input means no input (Alpaca convention,
+        # docs/llama_adapter_v2.md#data-formats)
         if isinstance(rec.get('input'), str) and rec['input'].strip():
             info['input'] = rec['input']
         return info

@@ -1,11 +1,11 @@
 """Official DiT-LLaMA / SiT-LLaMA checkpoints to this package's format.
 
-The released files (``spec-visionllama.md`` §6.3, §7.3) are training
-snapshots ``{'model', 'ema', 'opt', 'args'}`` (``args`` an
-``argparse.Namespace``). Sampling uses the ``ema`` weights. The keys already
-equal our network's parameter names; only the unused ``pos_embed`` is
-dropped. The output is tensors plus plain metadata, loadable with
-``torch.load(weights_only=True)``.
+The released files (docs/generation.md#training-and-sampling,
+docs/generation.md#checkpoint-layout) are training snapshots ``{'model', 'ema',
+'opt', 'args'}`` (``args`` an ``argparse.Namespace``). Sampling uses the
+``ema`` weights. The keys already equal our network's parameter names; only the
+unused ``pos_embed`` is dropped. The output is tensors plus plain metadata,
+loadable with ``torch.load(weights_only=True)``.
 """
 import argparse
 from collections import OrderedDict

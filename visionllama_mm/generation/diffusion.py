@@ -1,8 +1,8 @@
 """DiT's Gaussian diffusion: learned-variance training and respaced sampling.
 
 Pure-torch re-implementation of the objective and sampler that DiT (and so
-DiT-LLaMA, ``spec-visionllama.md`` §6.3) inherits from ADM / improved DDPM
-(Nichol & Dhariwal, arXiv 2102.09672):
+DiT-LLaMA, docs/generation.md#training-and-sampling) inherits from ADM /
+improved DDPM (Nichol & Dhariwal, arXiv 2102.09672):
 
 * a 1000-step linear beta schedule (``1e-4 .. 0.02``, rescaled by
   ``1000 / steps``), all tables computed in float64;

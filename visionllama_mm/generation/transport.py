@@ -1,9 +1,9 @@
 """SiT's stochastic interpolants: paths, predictions, losses, SDE/ODE samplers.
 
 Pure-torch re-implementation of the transport SiT-LLaMA trains and samples
-with (``spec-visionllama.md`` §6.3; SiT, Ma et al., arXiv 2401.08740). Time
-runs from noise ``x_0 ~ N(0, I)`` at t = 0 to data ``x_1`` at t = 1 and
-``x_t = alpha_t x_1 + sigma_t x_0``:
+with (docs/generation.md#training-and-sampling; SiT, Ma et al., arXiv
+2401.08740). Time runs from noise ``x_0 ~ N(0, I)`` at t = 0 to data ``x_1`` at
+t = 1 and ``x_t = alpha_t x_1 + sigma_t x_0``:
 
 * paths (SiT ``path_type``): ``'linear'`` (alpha = t, sigma = 1 - t, the
   SiT-LLaMA default), ``'GVP'`` (alpha = sin(pi t / 2), sigma =

@@ -6,7 +6,7 @@ The switch follows timm: a module attribute ``fused_attn`` whose default
 comes from :func:`use_fused_attn` (environment variable
 ``VISIONLLAMA_FUSED_ATTN=0`` turns the fused path off globally).
 The scale is always ``head_dim ** -0.5`` (no ``qk_scale``: the upstream
-``qk_scale`` paths are broken, ``spec-visionllama.md`` §10 #14).
+``qk_scale`` paths are broken, docs/visionllama.md#official-quirks item 14).
 """
 import os
 from typing import Optional, Tuple

@@ -1,7 +1,8 @@
 """VisionLLaMA transformer blocks (pre-norm, RoPE attention, SwiGLU).
 
 Two upstream block styles exist and keep their own parameter names so that
-official checkpoints load without renaming (``spec-visionllama.md`` §3-5):
+official checkpoints load without renaming
+(docs/visionllama.md#checkpoint-layouts):
 
 * :class:`VisionLLaMABlock` - the mmpretrain style used by MAE, fine-tuning,
   linear probing, UperNet and ViTDet: ``ln1``, ``attn.{qkv,proj}``, ``ln2``,

@@ -1,6 +1,6 @@
 """2D rotary position embedding (2D RoPE) and its auto-scaled form (AS2DRoPE).
 
-VisionLLaMA (arXiv 2403.00522, §3 and ``spec-visionllama.md`` §2) rotates the
+VisionLLaMA (arXiv 2403.00522, §3 and docs/visionllama.md#2d-rope) rotates the
 query and key of every head by angles that depend on the token's continuous
 coordinates (x, y), x the column and y the row. Inside a head of dimension
 ``d`` the adjacent channel pairs j = 0 .. d/2 - 1 rotate by::
@@ -20,10 +20,12 @@ generators:
   windows with the window size as grid, ViTDet global blocks), optionally
   strided / offset;
 * :func:`gsa_key_coords` - GSA sub-sampled keys, ``'official'`` or
-  ``'centroid'`` placement (§5.4);
+  ``'centroid'`` placement (docs/pyramid.md#gsa-key-positions);
 * :func:`cls_token_coords` - the official class-token position (W - 1, -1);
-* :func:`gather_tables` - per-sample gather of kept tokens (MAE, §3.8);
-* :func:`anchor_scale` - AS2DRoPE coordinate scaling (§2.6).
+* :func:`gather_tables` - per-sample gather of kept tokens (MAE,
+  docs/visionllama.md#mae-encoder);
+* :func:`anchor_scale` - AS2DRoPE coordinate scaling
+  (docs/visionllama.md#as2drope).
 
 The variants the paper compares (Tables 11 / 12) are options of the
 frequency and coordinate generation only (the rotation and the cache are
@@ -133,7 +135,8 @@ def gsa_key_coords(height: int,
                    sr_ratio: int,
                    mode: str = 'official',
                    device: Optional[torch.device] = None) -> Tensor:
-    """Coordinates of the sub-sampled GSA keys (``spec-visionllama.md`` §5.4).
+    """Coordinates of the sub-sampled GSA keys
+    (docs/pyramid.md#gsa-key-positions).
 
     The keys of a GSA layer summarise s x s groups of the H x W query grid
     (s = ``sr_ratio``) on a reduced grid H' x W' = (H // s, W // s). Key j is
@@ -205,7 +208,8 @@ def anchor_scale(height: int,
                  width: int,
                  anchor: Optional[float],
                  mode: str = 'height') -> Tuple[float, float]:
-    """AS2DRoPE scale factors (s_x, s_y) for a grid (§2.6).
+    """AS2DRoPE scale factors (s_x, s_y) for a grid
+    (docs/visionllama.md#as2drope).
 
     Args:
         height (int): Grid height H in tokens.
@@ -458,7 +462,8 @@ def apply_rope(x: Tensor,
 
 
 def gather_tables(cos: Tensor, sin: Tensor, ids_keep: Tensor) -> Tables:
-    """Per-sample tables of the kept tokens (MAE random masking, §3.8).
+    """Per-sample tables of the kept tokens (MAE random masking,
+    docs/visionllama.md#mae-encoder).
 
     Args:
         cos (Tensor): (N, d) full-grid table.

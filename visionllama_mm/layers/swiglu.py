@@ -1,6 +1,6 @@
 """SwiGLU feed-forward network, ``w3(SiLU(gate(x)) * up(x))``.
 
-Two hidden-width rules exist (``spec-visionllama.md`` §3.3):
+Two hidden-width rules exist (docs/visionllama.md#swiglu-hidden-width):
 
 * ``'llama'`` - LLaMA and the paper: ``ceil256(floor(8 C / 3))``;
 * ``'mmpretrain'`` - the mmpretrain-style VisionLLaMA (MAE/FT/LP/UperNet/

@@ -3,7 +3,7 @@
 The ViTDet heads (``SimpleFPN``, the RPN / RoI conv heads) normalise conv
 features with ``norm_cfg=dict(type='LN2d')``. mmdet ships this layer only in
 its ``projects/`` folder, which is not part of the wheel, so the package
-provides it (``openmmlab-plugin-guide.md`` §5.2).
+provides it (docs/openmmlab.md#ln2d).
 
 mmcv's ``build_norm_layer`` looks names up in the registry of the current
 default scope and its parents, so ``LN2d`` is registered in our ``MODELS``

@@ -11,7 +11,7 @@ and 32 from it with parallel branches (no top-down path):
 Each level then gets a 1x1 lateral ``ConvModule`` and a 3x3 ``ConvModule``
 (norm, no activation; no conv bias when a norm is present). Extra levels up
 to ``num_outs`` max-pool the last output with kernel 1 and stride 2.
-Re-implemented from the description in ``openmmlab-plugin-guide.md`` §5.1
+Re-implemented from the description in docs/openmmlab.md#simplefpn
 because mmdet's version lives in ``projects/`` (not in the wheel).
 """
 from typing import List, Optional, Sequence, Tuple, Union

@@ -2,8 +2,8 @@
 
 Masked Autoencoders Are Scalable Vision Learners
 (https://arxiv.org/abs/2111.06377) with the plain VisionLLaMA of
-arXiv 2403.00522 as encoder (``spec-visionllama.md`` §3.8). The encoder plugs
-into mmpretrain's ``MAE`` algorithm together with the standard
+arXiv 2403.00522 as encoder (docs/visionllama.md#mae-encoder). The encoder
+plugs into mmpretrain's ``MAE`` algorithm together with the standard
 ``MAEPretrainDecoder`` and ``MAEPretrainHead`` (``norm_pix``): with masking
 on, ``forward`` returns ``(latent, mask, ids_restore)`` as ``MAE.loss``
 expects.
@@ -24,11 +24,12 @@ Per batch (official numerics):
    class slot).
 
 The official no-mask forward crashes (N + 1 tokens against an N-entry RoPE
-table, spec §10 #11). Here ``forward(x, mask=None)`` (or ``False``) mirrors
-pretraining without masking: all patches go through the blocks with grid
-RoPE, the raw class token is prepended and ``ln1`` applied, and the result
-is formatted by ``out_type`` / ``out_indices`` like the plain backbone, so a
-pretrained encoder gives features directly (``MAE.extract_feat``).
+table, docs/visionllama.md#official-quirks item 11). Here ``forward(x,
+mask=None)`` (or ``False``) mirrors pretraining without masking: all patches go
+through the blocks with grid RoPE, the raw class token is prepended and ``ln1``
+applied, and the result is formatted by ``out_type`` / ``out_indices`` like the
+plain backbone, so a pretrained encoder gives features directly
+(``MAE.extract_feat``).
 """
 from typing import Optional, Tuple, Union
 
@@ -132,7 +133,8 @@ class MAELLaMA(VisionLLaMA):
                        mask_ratio: Optional[float] = None,
                        noise: Optional[Tensor] = None
                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Per-sample random masking by argsort of uniform noise (§3.8).
+        """Per-sample random masking by argsort of uniform noise
+        (docs/visionllama.md#mae-encoder).
 
         Args:
             x (Tensor): Patch tokens (B, N, C) in grid order.

@@ -1,8 +1,8 @@
 # COCO instance segmentation with large-scale jitter (LSJ) at 1024 x 1024,
-# the ViTDet data recipe (spec-visionllama.md §8.9): random resize with ratio
-# 0.1-2.0, absolute-range crop 1024, pad 1024 (value 114); test resize 1024
-# keep ratio + pad 1024. mmdet ships this file only in projects/ViTDet (not
-# in the wheel), hence this copy of the settings.
+# the ViTDet data recipe (docs/dense.md#vitdet-mask-r-cnn): random resize with
+# ratio 0.1-2.0, absolute-range crop 1024, pad 1024 (value 114); test resize
+# 1024 keep ratio + pad 1024. mmdet ships this file only in projects/ViTDet
+# (not in the wheel), hence this copy of the settings.
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
 image_size = (1024, 1024)

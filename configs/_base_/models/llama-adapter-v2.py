@@ -10,8 +10,8 @@ model = dict(
     tokenizer=dict(type='LlamaTokenizer'),
     vision_encoder=dict(type='hf'),
     # the released models saw BGR images normalised with CLIP's RGB
-    # statistics (spec §6); to_rgb=True gives the "correct" colours but does
-    # not match the released weights
+    # statistics (docs/llama_adapter_v2.md#image-preprocessing); to_rgb=True
+    # gives the "correct" colours but does not match the released weights
     data_preprocessor=dict(
         type='MultiModalDataPreprocessor',
         mean=[122.770938, 116.7460125, 104.09373615],

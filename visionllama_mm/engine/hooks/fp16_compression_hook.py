@@ -3,7 +3,7 @@
 ViTDet recipes halve the gradient traffic by registering PyTorch's
 ``fp16_compress_hook`` as the DDP communication hook. mmdet ships the hook
 only in ``projects/ViTDet`` (not in the wheel); this is a re-implementation
-(``openmmlab-plugin-guide.md`` §5.4). It is registered under its name and
+(docs/openmmlab.md#fp16compressionhook). It is registered under its name and
 under the upstream misspelling ``Fp16CompresssionHook`` so that upstream
 configs work unchanged.
 """

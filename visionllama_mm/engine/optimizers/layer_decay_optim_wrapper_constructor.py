@@ -1,8 +1,8 @@
 """Layer-wise learning-rate decay for any model whose backbone reports depths.
 
 One constructor serves mmpretrain, mmseg and mmdet
-(``openmmlab-plugin-guide.md`` §5.3). It asks the model, never class names,
-how deep each parameter sits:
+(docs/visionllama.md#layer-wise-lr-decay). It asks the model, never class
+names, how deep each parameter sits:
 
 * ``model.backbone.get_layer_depth(name, prefix='backbone.')`` when the model
   has a backbone with that method (mmseg ``EncoderDecoder``, mmdet detectors,

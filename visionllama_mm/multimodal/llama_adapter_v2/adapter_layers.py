@@ -6,10 +6,11 @@ module only
 
 * swaps each linear layer of the decoder for :class:`AdapterLinear`, which
   keeps the frozen weight and adds the tunable bias / scale / LoRA of the
-  chosen ``bias_mode`` (spec §2.5, §2.6);
+  chosen ``bias_mode`` (docs/llama_adapter_v2.md#bias-scale-and-norm-tuning,
+  docs/llama_adapter_v2.md#lora);
 * swaps each attention module for :class:`AdapterLlamaAttention`, the same
   attention plus the zero-initialised gated adapter attention over 10 prompt
-  tokens (spec §2.4);
+  tokens (docs/llama_adapter_v2.md#gated-adapter-attention);
 * runs the decoder layers in :func:`adapter_llama_forward`, which hands each
   layer its prompt (so gradient checkpointing recomputes with it).
 
@@ -34,8 +35,9 @@ __all__ = [
     'build_attention_mask', 'adapter_llama_forward', 'linear_tuning'
 ]
 
-#: Which tuning each linear layer gets per ``bias_mode`` (spec §2.5):
-#: ``(bias, scale)`` with scale in ``{None, 'input', 'output'}``.
+#: Which tuning each linear layer gets per ``bias_mode``
+#: (docs/llama_adapter_v2.md#bias-scale-and-norm-tuning): ``(bias, scale)``
+#: with scale in ``{None, 'input', 'output'}``.
 BIAS_MODES = ('mm7b', 'c65b', 'paper', 'none')
 _ATTN = ('q_proj', 'k_proj', 'v_proj', 'o_proj')
 _MLP = ('gate_proj', 'up_proj', 'down_proj')
@@ -78,8 +80,9 @@ class AdapterLinear(nn.Module):
     ``y = W x`` plus, depending on the arguments, a bias ``b`` (zero init),
     a scale ``s`` (one init) on the input (``y = W(s*x) + b``) or on the
     output (``y = s*(Wx + b)``), and a LoRA branch ``B(A x)`` (A: PyTorch's
-    default init, B: zeros, no scaling, no dropout; spec §2.6). The tunable
-    tensors are kept in float32 and cast to the input dtype when used.
+    default init, B: zeros, no scaling, no dropout;
+    docs/llama_adapter_v2.md#lora). The tunable tensors are kept in float32 and
+    cast to the input dtype when used.
 
     Args:
         weight (nn.Parameter): The (frozen) weight, shape (out, in). It is
@@ -154,7 +157,8 @@ class AdapterLinear(nn.Module):
 class AdapterLlamaAttention(nn.Module):
     """transformers' Llama attention plus gated adapter attention.
 
-    For prompt tokens P of one layer (spec §2.4), per head::
+    For prompt tokens P of one layer
+    (docs/llama_adapter_v2.md#gated-adapter-attention), per head::
 
         K_p = P Wk^T,  V_p = P Wv^T        (frozen weights, no RoPE, no LoRA)
         O   = softmax(q K^T / sqrt(d) + M) V
@@ -437,7 +441,9 @@ def layer_prompts(adapter_query: torch.Tensor,
                   query_layer: int,
                   query_len: int,
                   fusion: str = 'late') -> List[Optional[torch.Tensor]]:
-    """Per-layer prompts (spec §2.3, §1).
+    """Per-layer prompts
+    (docs/llama_adapter_v2.md#language-model-with-adapters,
+    docs/llama_adapter_v2.md#paper-and-released-code).
 
     Args:
         adapter_query (torch.Tensor): (query_layer * query_len, dim).

@@ -1,12 +1,14 @@
-"""Checkpoint layouts of LLaMA-Adapter V2 (spec §5).
+"""Checkpoint layouts of LLaMA-Adapter V2
+(docs/llama_adapter_v2.md#checkpoints).
 
 Three layouts meet here:
 
 * **Meta LLaMA** (``consolidated.00.pth`` + ``params.json``): ``layers.i.
   attention.wq`` ... in Meta's adjacent-pair RoPE layout.
 * **transformers LLaMA** (``model.layers.i.self_attn.q_proj`` ...): q/k rows
-  permuted within each head for rotate-half RoPE (spec §5.3). Our model
-  wraps this one.
+  permuted within each head for rotate-half RoPE
+  (docs/llama_adapter_v2.md#mapping-to-transformers-llama). Our model wraps
+  this one.
 * **Released adapter files** (``{'model': ..., 'config': ...}``) and the
   state dicts our model saves: official LLaMA-Adapter names (``llama.layers.
   i.attention.wq.bias``, ``visual_blocks.0.attn.qkv.weight`` ...) in Meta
@@ -457,7 +459,7 @@ def load_mmpretrain_clip(vit: torch.nn.Module, proj: torch.nn.Linear,
         raise ValueError(
             f'{path}: no CLIP projection (visual_proj.proj / '
             'projection.proj); LLaMA-Adapter V2 needs the 1024 -> 768 '
-            'projection of CLIP (spec §2.2)')
+            'projection of CLIP (docs/llama_adapter_v2.md#visual-path)')
     if tuple(proj_w.shape) != (proj.in_features, proj.out_features):
         raise ValueError(f'{path}: CLIP projection has shape '
                          f'{tuple(proj_w.shape)}, expected '
@@ -483,7 +485,8 @@ def expected_adapter_shapes(dim: int = 4096,
                             w_lora: bool = False,
                             lora_rank: int = 16) -> Dict[str, tuple]:
     """Official key -> shape of a released multimodal adapter file (spec
-    §5.1); the defaults are LLaMA-7B with CLIP ViT-L/14."""
+    docs/llama_adapter_v2.md#released-adapter-files); the defaults are LLaMA-7B
+    with CLIP ViT-L/14."""
     hidden = int(v_embed_dim * v_mlp_ratio)
     shapes = {
         'clip_proj.weight': (v_embed_dim, clip_dim),

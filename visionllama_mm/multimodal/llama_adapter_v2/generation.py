@@ -1,4 +1,4 @@
-"""Token sampling of LLaMA-Adapter V2 (spec §4.3)."""
+"""Token sampling of LLaMA-Adapter V2 (docs/llama_adapter_v2.md#generation)."""
 from typing import Optional
 
 import torch

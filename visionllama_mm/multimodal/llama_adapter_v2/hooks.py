@@ -104,7 +104,8 @@ class LLaMAAdapterV2CheckpointHook(Hook):
 
 def official_load_pre_hook(module, state_dict, prefix, local_metadata, strict,
                            missing_keys, unexpected_keys, error_msgs):
-    """Map official names/layout to ours and check shapes (spec §5)."""
+    """Map official names/layout to ours and check shapes
+    (docs/llama_adapter_v2.md#checkpoints)."""
     # a released file given directly: {'model': {...}, 'config': {...}}
     if isinstance(state_dict.get(prefix + 'model'), dict):
         inner = state_dict.pop(prefix + 'model')

@@ -3,7 +3,8 @@
 Paper: "LLaMA-Adapter V2: Parameter-Efficient Visual Instruction Model",
 arXiv 2304.15010. The default configuration is the released multimodal 7B
 code (``llama_adapter_v2_multimodal7b``), which produced the released
-weights; the paper's variants are options (spec §1):
+weights; the paper's variants are options
+(docs/llama_adapter_v2.md#paper-and-released-code):
 
 * ``fusion='late'`` (released): the 10-token visual query is added to the
   adaptation prompts of the last ``query_layer`` layers; ``'early'``
@@ -50,7 +51,8 @@ __all__ = [
     'LLaMAAdapterV2', 'LLaMAAdapterV2CheckpointHook', 'CLIP_MEAN', 'CLIP_STD'
 ]
 
-#: CLIP normalisation in 0-255 units (spec §6).
+#: CLIP normalisation in 0-255 units
+#: (docs/llama_adapter_v2.md#image-preprocessing).
 CLIP_MEAN = [122.770938, 116.7460125, 104.09373615]
 CLIP_STD = [68.5005327, 66.6321579, 70.32316305]
 
@@ -59,7 +61,8 @@ FUSIONS = ('late', 'early')
 TASKS = ('caption', 'vqa', 'chat')
 
 # Substrings of the official names unfrozen by the released
-# ``get_trainable_params('pretrain')`` (spec §3).
+# ``get_trainable_params('pretrain')``
+# (docs/llama_adapter_v2.md#phases-and-trainable-groups).
 _PRETRAIN_KEYS = ('gate', 'clip_proj', 'clip_proj_norm', 'visual_query',
                   'visual_blocks', 'visual_proj', 'visual_proj_norm',
                   'adapter_query')
@@ -81,7 +84,8 @@ class LLaMAAdapterV2(BaseModel):
         vision_encoder (dict): The frozen CLIP, see
             :func:`.visual.build_clip_encoder`. It must output
             ``clip_dim``-wide features of all tokens.
-        phase (str): Trainable group (spec §3):
+        phase (str): Trainable group
+            (docs/llama_adapter_v2.md#phases-and-trainable-groups):
 
             - ``'pretrain'``: gates, ``adapter_query`` and the visual bridge
               (the released pretrain group).
@@ -130,7 +134,8 @@ class LLaMAAdapterV2(BaseModel):
             Defaults to False.
         data_preprocessor (dict, optional): Defaults to mmpretrain's
             ``MultiModalDataPreprocessor`` with CLIP mean/std and
-            ``to_rgb=False``: the released models saw BGR images (spec §6).
+            ``to_rgb=False``: the released models saw BGR images
+            (docs/llama_adapter_v2.md#image-preprocessing).
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -222,7 +227,8 @@ class LLaMAAdapterV2(BaseModel):
         self.clip = build_clip_encoder(vision_encoder)
         clip_dim = self.clip.out_channels
 
-        # 3. visual bridge (spec §2.2), PyTorch default init
+        # 3. visual bridge (docs/llama_adapter_v2.md#visual-path), PyTorch
+        # default init
         self.clip_proj = nn.Linear(clip_dim, v_embed_dim)
         self.clip_proj_norm = nn.LayerNorm(v_embed_dim)
         self.visual_query = nn.Embedding(query_len, v_embed_dim)
@@ -433,7 +439,8 @@ class LLaMAAdapterV2(BaseModel):
                 device=images.device)
             if not bool(keep.all()):
                 # text-only instruction samples: a zero image in normalised
-                # space, like the released finetuning (spec §7)
+                # space, like the released finetuning
+                # (docs/llama_adapter_v2.md#data-formats)
                 images = images * keep[:, None, None, None]
         return self.forward_visual(images)
 
@@ -542,7 +549,8 @@ class LLaMAAdapterV2(BaseModel):
     def generate_from_visual(self, visual: Optional[torch.Tensor],
                              prompts: List[str],
                              **generation_cfg) -> List[str]:
-        """Batched decoding with a KV cache (spec §4.3).
+        """Batched decoding with a KV cache
+        (docs/llama_adapter_v2.md#generation).
 
         Prompts are left padded (positions restart at 0 for each sample);
         every sample stops at its own EOS; at most ``max_new_tokens`` and at

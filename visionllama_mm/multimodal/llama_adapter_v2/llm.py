@@ -1,11 +1,14 @@
-"""LLaMA and its tokenizer through transformers (spec §4.1, §5.2, §5.3).
+"""LLaMA and its tokenizer through transformers
+(docs/llama_adapter_v2.md#tokenizer, docs/llama_adapter_v2.md#external-weights,
+docs/llama_adapter_v2.md#mapping-to-transformers-llama).
 
 Sources of the language model (``llm`` config):
 
 * ``dict(name_or_path=DIR)``: a local transformers LLaMA directory;
 * ``dict(meta_dir=DIR)``: Meta's ``params.json`` + ``consolidated.NN.pth``
-  (mapped to transformers' names and q/k layout, spec §5.3; the
-  model-parallel shards of 13B and larger are merged, see
+  (mapped to transformers' names and q/k layout,
+  docs/llama_adapter_v2.md#mapping-to-transformers-llama; the model-parallel
+  shards of 13B and larger are merged, see
   :func:`.checkpoint.merge_meta_shards`);
 * ``dict(params=dict(dim=..., n_layers=..., ...))``: random initialisation
   from Meta-style hyper-parameters (tests, the quick start).
@@ -28,7 +31,7 @@ __all__ = [
     'LLaMATokenizer', 'build_tokenizer', 'build_llama', 'LLAMA_7B_PARAMS'
 ]
 
-#: LLaMA-7B ``params.json`` (spec §2.1).
+#: LLaMA-7B ``params.json`` (docs/llama_adapter_v2.md#hyper-parameters).
 LLAMA_7B_PARAMS = dict(
     dim=4096,
     n_layers=32,
@@ -42,8 +45,9 @@ class LLaMATokenizer:
     """SentencePiece ids with explicit BOS/EOS, as LLaMA-Adapter uses them.
 
     Wraps a transformers tokenizer. With a slow (SentencePiece) legacy
-    ``LlamaTokenizer`` the ids are exactly ``sp.encode`` (spec §4.1);
-    otherwise the tokenizer's own ``encode`` without special tokens is used.
+    ``LlamaTokenizer`` the ids are exactly ``sp.encode``
+    (docs/llama_adapter_v2.md#tokenizer); otherwise the tokenizer's own
+    ``encode`` without special tokens is used.
 
     Args:
         tokenizer: A transformers tokenizer.

@@ -1,4 +1,5 @@
-"""Optimizer constructor of LLaMA-Adapter V2 (spec §3).
+"""Optimizer constructor of LLaMA-Adapter V2
+(docs/llama_adapter_v2.md#phases-and-trainable-groups).
 
 Only the trainable parameters of the model's phase enter the optimizer
 (a 7B model has ~300 frozen tensors that mmengine's default constructor

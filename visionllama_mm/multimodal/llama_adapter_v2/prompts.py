@@ -1,4 +1,6 @@
-"""Prompts and tokenisation of LLaMA-Adapter V2 (spec §4.2, §7).
+"""Prompts and tokenisation of LLaMA-Adapter V2
+(docs/llama_adapter_v2.md#prompt-templates,
+docs/llama_adapter_v2.md#data-formats).
 
 The released models were trained with the two Alpaca templates below; the
 answer follows ``'### Response:'`` directly (no space, no newline). The
@@ -54,7 +56,8 @@ def format_prompt(instruction: str,
         instruction (str): The instruction (or question).
         input (str, optional): The Alpaca input. An empty or blank string
             counts as absent (the Alpaca convention; the released code tested
-            for ``None`` only, spec §7). Defaults to None.
+            for ``None`` only, docs/llama_adapter_v2.md#data-formats). Defaults
+            to None.
         context (str, optional): Expert context (e.g. a caption or OCR text
             of the image from another model), appended to the input on a new
             line. Defaults to None.
@@ -157,7 +160,8 @@ def build_target(sample) -> str:
 def tokenize_for_training(tokenizer, prompts: Sequence[str],
                           targets: Sequence[str],
                           max_words: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and labels of training prompts and answers (spec §2.7).
+    """Token ids and labels of training prompts and answers
+    (docs/llama_adapter_v2.md#training-loss).
 
     BOS + prompt + answer + EOS, truncated to ``max_words`` and right
     padded with 0; labels are 0 (ignored) over the prompt and padding.

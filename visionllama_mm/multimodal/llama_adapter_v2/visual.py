@@ -1,5 +1,5 @@
 """Visual side of LLaMA-Adapter V2: the frozen CLIP encoder and the bridge
-blocks (spec §2.2).
+blocks (docs/llama_adapter_v2.md#visual-path).
 
 The CLIP encoder returns the features of **all** tokens (class token and
 patches) after the final LayerNorm (``ln_post``) and the 1024 -> 768
@@ -89,7 +89,8 @@ class VisualMlp(nn.Module):
 
 
 class VisualBlock(nn.Module):
-    """Pre-norm ViT block of the bridge (timm 0.3.2 ``Block``; spec §2.2).
+    """Pre-norm ViT block of the bridge (timm 0.3.2 ``Block``;
+    docs/llama_adapter_v2.md#visual-path).
 
     ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``, LayerNorm eps 1e-5, no
     dropout or drop path, PyTorch default initialisation.
@@ -181,7 +182,8 @@ def _build_mmpretrain_clip(backbone: dict, out_channels: int,
     vit = MMPRETRAIN_MODELS.build(cfg)
     if not getattr(vit, 'final_norm', True) or vit.out_type != 'raw':
         raise ValueError("LLaMA-Adapter V2 needs the CLIP ViT with "
-                         "final_norm=True and out_type='raw' (spec §2.2)")
+                         "final_norm=True and out_type='raw' "
+                         "(docs/llama_adapter_v2.md#visual-path)")
     proj = nn.Linear(vit.embed_dims, out_channels, bias=False)
     if pretrained is not None:
         from visionllama_mm.multimodal.llama_adapter_v2.checkpoint import \
