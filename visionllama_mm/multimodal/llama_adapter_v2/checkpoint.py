@@ -45,7 +45,6 @@ _LINEARS = {
     'mlp.down_proj': 'feed_forward.w2',
     'mlp.up_proj': 'feed_forward.w3',
 }
-_LINEARS_INV = {v: k for k, v in _LINEARS.items()}
 _TOP = {
     'model.embed_tokens.weight': 'tok_embeddings.weight',
     'model.norm.weight': 'norm.weight',
@@ -56,7 +55,27 @@ _NORMS = {
     'input_layernorm': 'attention_norm',
     'post_attention_layernorm': 'ffn_norm'
 }
-_NORMS_INV = {v: k for k, v in _NORMS.items()}
+
+
+def _layer_key_table() -> Dict[str, str]:
+    """Every key inside one decoder layer: transformers name -> Meta name
+    (norm weights, the adapter gates, the linears' weight / bias / scale and
+    their LoRA factors)."""
+    table = {f'{hf}.weight': f'{meta}.weight' for hf, meta in _NORMS.items()}
+    for gate in ('gate', 'new_gate'):
+        table[f'self_attn.{gate}'] = f'attention.{gate}'
+    for hf, meta in _LINEARS.items():
+        module, name = meta.split('.')
+        for leaf in ('weight', 'bias', 'scale'):
+            table[f'{hf}.{leaf}'] = f'{meta}.{leaf}'
+        for factor in ('l1', 'l2'):
+            table[f'{hf}.lora_{factor}.weight'] = \
+                f'{module}.lora_{name}_{factor}.weight'
+    return table
+
+
+_LAYER_KEYS = _layer_key_table()
+_LAYER_KEYS_INV = {v: k for k, v in _LAYER_KEYS.items()}
 
 _HF_LAYER = re.compile(r'^model\.layers\.(\d+)\.(.+)$')
 _META_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
@@ -90,26 +109,9 @@ def hf_to_official_key(key: str) -> Optional[str]:
     if key in _TOP:
         return _TOP[key]
     m = _HF_LAYER.match(key)
-    if m is None:
+    if m is None or m.group(2) not in _LAYER_KEYS:
         return None
-    idx, rest = m.groups()
-    head = f'layers.{idx}.'
-    for hf, meta in _NORMS.items():
-        if rest == f'{hf}.weight':
-            return f'{head}{meta}.weight'
-    if rest in ('self_attn.gate', 'self_attn.new_gate'):
-        return head + rest.replace('self_attn.', 'attention.')
-    for hf, meta in _LINEARS.items():
-        if not rest.startswith(hf + '.'):
-            continue
-        leaf = rest[len(hf) + 1:]
-        module, name = meta.split('.')
-        if leaf in ('weight', 'bias', 'scale'):
-            return f'{head}{meta}.{leaf}'
-        m2 = re.match(r'^lora_(l[12])\.weight$', leaf)
-        if m2:
-            return f'{head}{module}.lora_{name}_{m2.group(1)}.weight'
-    return None
+    return f'layers.{m.group(1)}.{_LAYER_KEYS[m.group(2)]}'
 
 
 def official_to_hf_key(key: str) -> Optional[str]:
@@ -117,28 +119,9 @@ def official_to_hf_key(key: str) -> Optional[str]:
     if key in _TOP_INV:
         return _TOP_INV[key]
     m = _META_LAYER.match(key)
-    if m is None:
+    if m is None or m.group(2) not in _LAYER_KEYS_INV:
         return None
-    idx, rest = m.groups()
-    head = f'model.layers.{idx}.'
-    for meta, hf in _NORMS_INV.items():
-        if rest == f'{meta}.weight':
-            return f'{head}{hf}.weight'
-    if rest in ('attention.gate', 'attention.new_gate'):
-        return head + rest.replace('attention.', 'self_attn.')
-    m2 = re.match(r'^(attention|feed_forward)\.lora_(w\w+)_(l[12])\.weight$',
-                  rest)
-    if m2:
-        hf = _LINEARS_INV.get(f'{m2.group(1)}.{m2.group(2)}')
-        if hf is None:
-            return None
-        return f'{head}{hf}.lora_{m2.group(3)}.weight'
-    for meta, hf in _LINEARS_INV.items():
-        if rest.startswith(meta + '.'):
-            leaf = rest[len(meta) + 1:]
-            if leaf in ('weight', 'bias', 'scale'):
-                return f'{head}{hf}.{leaf}'
-    return None
+    return f'model.layers.{m.group(1)}.{_LAYER_KEYS_INV[m.group(2)]}'
 
 
 def is_frozen_base(official_key: str) -> bool:
@@ -484,7 +467,7 @@ def expected_adapter_shapes(dim: int = 4096,
                             w_bias: bool = True,
                             w_lora: bool = False,
                             lora_rank: int = 16) -> Dict[str, tuple]:
-    """Official key -> shape of a released multimodal adapter file (spec
+    """Official key -> shape of a released multimodal adapter file (see
     docs/llama_adapter_v2.md#released-adapter-files); the defaults are LLaMA-7B
     with CLIP ViT-L/14."""
     hidden = int(v_embed_dim * v_mlp_ratio)
