@@ -458,13 +458,13 @@ def setup_cpu_distributed(cfg, launcher: str) -> None:
     For ``FlexibleRunner`` configs (a ``strategy`` key) the same is done to
     the strategy's ``model_wrapper``: ``device_ids=None`` for
     ``DDPStrategy``; for ``FSDPStrategy``, ``device_id='cpu'`` (mmengine
-    passes the local rank, which torch reads as a CUDA index) and
-    ``sync_module_states=False`` (FSDP broadcasts module states only from
-    GPU memory; every rank builds the same model from the same seed
-    anyway, and a checkpoint given by ``load_from`` is loaded on every
-    rank). For ``DeepSpeedStrategy``, mmengine's ``DeepSpeedOptimWrapper``
-    becomes ``visionllama_mm.CPUDeepSpeedOptimWrapper`` (the ZeRO step's
-    all-gather needs gradient mode off under gloo; see that module).
+    passes the local rank, which torch reads as a CUDA index). FSDP
+    broadcasts module states (``sync_module_states``) only from GPU memory:
+    ``visionllama_mm.FSDPStrategy`` broadcasts them itself on CPU, so the
+    option is kept for it and set to False for mmengine's own strategy.
+    For ``DeepSpeedStrategy``, mmengine's ``DeepSpeedOptimWrapper`` becomes
+    ``visionllama_mm.CPUDeepSpeedOptimWrapper`` (the ZeRO step's all-gather
+    needs gradient mode off under gloo; see that module).
 
     Args:
         cfg (mmengine.Config): The config; modified in place.
@@ -537,7 +537,8 @@ def _cpu_strategy(strategy) -> None:
         wrapper = strategy.get('model_wrapper') or dict(
             type='MMFullyShardedDataParallel')
         wrapper['device_id'] = 'cpu'
-        wrapper['sync_module_states'] = False
+        if not str(strategy.get('type', '')).startswith('visionllama_mm.'):
+            wrapper['sync_module_states'] = False
         strategy['model_wrapper'] = wrapper
         if strategy.get('state_dict_cfg') == 'full':
             # 'full' offloads the gathered tensors to the CPU; with the

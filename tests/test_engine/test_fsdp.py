@@ -5,6 +5,7 @@ package's models through the shipped strategy snippet.
 """
 import glob
 import json
+import math
 import os.path as osp
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def test_cpu_settings_of_strategies():
     _cpu_strategy(cfg.strategy)
     wrapper = cfg.strategy.model_wrapper
     assert wrapper.device_id == 'cpu'
-    assert wrapper.sync_module_states is False
+    # kept: visionllama_mm.FSDPStrategy broadcasts the states on CPU itself
+    assert wrapper.sync_module_states is True
     assert wrapper.auto_wrap_policy.type == \
         'visionllama_mm.llama_block_wrap_policy'
     # the snippet's strategy: mmengine's, with optimizer-state loading for
@@ -138,9 +140,42 @@ def test_cpu_settings_of_strategies():
     strategy_cls = STRATEGIES.get(cfg.strategy.type)
     assert strategy_cls.__module__ == 'visionllama_mm.engine.strategies'
     assert issubclass(strategy_cls, MMEngineFSDPStrategy)
+    # mmengine's own strategy cannot sync CPU modules: switched off
+    mm = dict(type='FSDPStrategy', model_wrapper=dict(sync_module_states=True))
+    _cpu_strategy(mm)
+    assert mm['model_wrapper']['sync_module_states'] is False
     ddp = dict(type='DDPStrategy')
     _cpu_strategy(ddp)
     assert ddp['model_wrapper']['device_ids'] is None
+
+
+def _broadcast_worker(rank, port, out_dir):
+    import torch.distributed as dist
+
+    from visionllama_mm.engine.strategies import broadcast_module_states
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    torch.manual_seed(rank)  # every rank initialises differently
+    module = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    module[1].running_mean.fill_(rank + 1.0)
+    broadcast_module_states(module)
+    torch.save(module.state_dict(), osp.join(out_dir, f'{rank}.pt'))
+    dist.destroy_process_group()
+
+
+def test_cpu_sync_module_states_copies_rank_0(tmp_path):
+    """What FSDP's sync_module_states does on GPU, done by
+    visionllama_mm.FSDPStrategy on CPU: parameters and buffers of rank 0 on
+    every rank."""
+    import torch.multiprocessing as mp
+    mp.spawn(_broadcast_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).state_dict()
+    ref['1.running_mean'].fill_(1.0)
+    for rank in (0, 1):
+        got = torch.load(osp.join(tmp_path, f'{rank}.pt'))
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], atol=0, rtol=0)
 
 
 # ----------------------------------------------------------------------
@@ -373,6 +408,69 @@ def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
         k.endswith(('attention.wq.weight', 'tok_embeddings.weight'))
         for k in sd)
     assert any(k.startswith('llama.layers.') for k in sd)
+
+
+@pytest.mark.slow
+def test_adapter_joint_phase_under_fsdp(tmp_path):
+    """The paper's joint training (caption and instruction samples in one
+    batch, each kind updating its own side) under FSDP: the two passes run
+    on views of flat parameters, so the side routing must not touch
+    requires_grad; both passes run, and the checkpoint holds both sides."""
+    pytest.importorskip('skimage')
+    pytest.importorskip('sentencepiece')
+    import sentencepiece as spm
+
+    from visionllama_mm.datasets.llama_adapter_skimage import (
+        prepare_skimage_caption_data, write_tiny_models)
+    data = str(tmp_path / 'data')
+    paths = prepare_skimage_caption_data(data, tokenizer=True, vocab_size=512)
+    vocab = spm.SentencePieceProcessor(
+        model_file=paths['tokenizer']).get_piece_size()
+    write_tiny_models(data, vocab)
+    config = osp.join(REPO_ROOT, 'configs', 'llama_adapter_v2',
+                      'llama-adapter-v2_tiny_1xb4-30it_skimage-caption.py')
+    # one caption and one instruction sample per rank and iteration
+    joint = f"""
+model = dict(phase='joint', task='chat', fusion='early', bias_mode='paper')
+train_dataloader = dict(
+    batch_size=2,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        _delete_=True,
+        type='ConcatDataset',
+        datasets=[
+            dict(type='COCOCaption', data_root={data!r},
+                 ann_file='annotations/captions_train.json',
+                 indices=2, pipeline=_base_.train_pipeline),
+            dict(type='visionllama_mm.LLaMAAdapterInstructionDataset',
+                 data_root={data!r}, ann_file='annotations/instructions.json',
+                 data_prefix=dict(img_path={data!r}), indices=2,
+                 pipeline=_base_.instruction_pipeline),
+        ]))
+custom_hooks = [dict(type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]
+"""
+    cfg_path = _fsdp_variant(tmp_path, config, joint)
+    work_dir = str(tmp_path / 'work')
+    out = dist_train(cfg_path, work_dir, '--no-validate', '--cfg-options',
+                     f'model.llm.meta_dir={data}/llama_tiny',
+                     f'model.tokenizer.name_or_path={data}/tokenizer.model',
+                     f'model.vision_encoder.name_or_path={data}/clip_tiny',
+                     'train_cfg.max_iters=2',
+                     'default_hooks.logger.interval=1', GLOO)
+    assert 'FSDPStrategy' in out
+    (scalars, ) = glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                     'scalars.json'))
+    with open(scalars) as f:
+        logs = [json.loads(line) for line in f]
+    assert len(logs) == 2
+    for log in logs:
+        for key in ('loss', 'caption_ce', 'instruction_ce'):
+            assert key in log and math.isfinite(log[key]), log
+    sd = state_dict(osp.join(work_dir, 'iter_2.pth'))
+    assert any(k.startswith('visual_blocks.') for k in sd)
+    assert 'adapter_query.weight' in sd
+    assert any(k.endswith('attention_norm.weight') for k in sd)
+    assert not any(k.startswith('clip.') for k in sd)
 
 
 @pytest.mark.slow

@@ -99,6 +99,29 @@ def test_zero_gates_give_plain_llama(variant):
     assert (opened - ref).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_adapter_rms_norm_is_transformers_rms_norm(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from visionllama_mm.multimodal.llama_adapter_v2.adapter_layers import (
+        AdapterRMSNorm, GradientStop)
+    ref = LlamaRMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        ref.weight.normal_()
+    norm = AdapterRMSNorm.from_norm(ref)
+    assert norm.weight is ref.weight
+    x = torch.randn(2, 3, 16, dtype=dtype)
+    torch.testing.assert_close(norm(x), ref(x), atol=0, rtol=0)
+    stop = GradientStop()
+    stop.enabled = True
+    norm.attach_gradient_stop(stop, {'weight': 'language'})
+    with stop.stopping(['language']):
+        y = norm(x.requires_grad_())
+    torch.testing.assert_close(y, ref(x), atol=0, rtol=0)
+    y.sum().backward()
+    assert ref.weight.grad is None and x.grad is not None
+
+
 def test_visual_query_shape_and_clip_tokens():
     model = build_tiny()
     images, _ = _inputs(b=3)
@@ -652,8 +675,11 @@ def test_loss_is_masked_cross_entropy(tok_model):
     assert grads and all(g.abs().sum() == 0 for g in grads)
 
 
-def test_joint_training_routes_gradients(tok_model):
-    model = copy.deepcopy(tok_model)
+@pytest.mark.parametrize('checkpointing', [False, True])
+def test_joint_training_routes_gradients(tok_model, checkpointing):
+    """Each side gets exactly its own samples' gradient, with and without
+    gradient checkpointing (whose recomputation must stop the same side)."""
+    model = copy.deepcopy(tok_model).train()
     model.fusion = 'early'
     model.set_phase('joint')
     randomize_adapters(model)
@@ -675,6 +701,15 @@ def test_joint_training_routes_gradients(tok_model):
     g_cap = grads(images[:2], caption)
     g_ins = grads(images[2:], instruct)
     g_mix = grads(images, caption + instruct)
+    if checkpointing:
+        model.gradient_checkpointing = True
+        g_ckpt = grads(images, caption + instruct)
+        assert g_ckpt.keys() == g_mix.keys()
+        for n, g in g_mix.items():
+            if g is None:
+                assert g_ckpt[n] is None, n
+            else:
+                torch.testing.assert_close(g_ckpt[n], g)
     side = {n: model.param_side(n) for n in g_mix}
     for n, s in side.items():
         if s == 'visual':

@@ -17,8 +17,13 @@
 #   faster for very large models, but only an FSDP run of the same world
 #   size can read it.)
 #
+# * sync_module_states=True: rank 0's initial weights are copied to every
+#   rank before sharding, as DDP does; recipes with
+#   randomness.diff_rank_seed=True seed the ranks differently, so without it
+#   every rank would start from its own initialisation;
 # * visionllama_mm.FSDPStrategy is mmengine's FSDPStrategy with the optimizer
-#   state loaded in torch's (>= 2.1) argument order, so that --resume works;
+#   state loaded in torch's (>= 2.1) argument order, so that --resume works,
+#   and sync_module_states done on CPU too (FSDP itself needs a GPU for it);
 # * EMA: visionllama_mm.FSDPEMAHook in place of EMAHook (which deep-copies
 #   the model).
 #
@@ -30,4 +35,5 @@ strategy = dict(
     model_wrapper=dict(
         type='MMFullyShardedDataParallel',
         auto_wrap_policy=dict(type='visionllama_mm.llama_block_wrap_policy'),
-        use_orig_params=True))
+        use_orig_params=True,
+        sync_module_states=True))

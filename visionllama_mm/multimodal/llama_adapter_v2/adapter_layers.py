@@ -11,8 +11,15 @@ module only
 * swaps each attention module for :class:`AdapterLlamaAttention`, the same
   attention plus the zero-initialised gated adapter attention over 10 prompt
   tokens (docs/llama_adapter_v2.md#gated-adapter-attention);
+* swaps each RMSNorm for :class:`AdapterRMSNorm` (the same computation);
 * runs the decoder layers in :func:`adapter_llama_forward`, which hands each
   layer its prompt (so gradient checkpointing recomputes with it).
+
+The tunable tensors of these modules are read through :class:`GradientStop`,
+which the joint training phase uses to keep one side's parameters out of a
+forward pass (docs/llama_adapter_v2.md#joint-training) without touching
+``requires_grad``: under FSDP the tensors a module computes with are views of
+a flat parameter, whose flags cannot be toggled per tensor.
 
 Wrapping reproduces the official numerics: the released model computes the
 same functions in Meta's adjacent-pair RoPE layout, and transformers' layout
@@ -21,7 +28,8 @@ differs only by a fixed permutation of the q/k rows inside each head, which
 q/k LoRA-B rows); dot products, and therefore the logits, are unchanged.
 """
 import math
-from typing import List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +39,9 @@ from torch.utils.checkpoint import checkpoint
 from visionllama_mm.utils import check_choice
 
 __all__ = [
-    'BIAS_MODES', 'AdapterLinear', 'AdapterLlamaAttention', 'inject_adapters',
-    'build_attention_mask', 'adapter_llama_forward', 'linear_tuning'
+    'BIAS_MODES', 'GradientStop', 'AdapterLinear', 'AdapterLlamaAttention',
+    'AdapterRMSNorm', 'inject_adapters', 'build_attention_mask',
+    'adapter_llama_forward', 'linear_tuning'
 ]
 
 #: Which tuning each linear layer gets per ``bias_mode``
@@ -74,7 +83,76 @@ def linear_tuning(bias_mode: str, name: str):
     return False, None
 
 
-class AdapterLinear(nn.Module):
+class _GradientGate(torch.autograd.Function):
+    """Identity forward; backward passes the gradient or none at all."""
+
+    @staticmethod
+    def forward(ctx, tensor, passes):
+        ctx.passes = passes
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad if ctx.passes else None), None
+
+
+class GradientStop:
+    """The parameter groups ("sides") that pass no gradient right now.
+
+    One instance is shared by every adapter module of a model (see
+    :meth:`SideParams.attach_gradient_stop`). When ``enabled`` (the joint
+    phase), every tensor with a side goes through an identity whose backward
+    passes its gradient only if the side is not stopped by :meth:`stopping`
+    at forward time. The forward graph, and so what it saves, is the same
+    whichever sides are stopped: a gradient-checkpointed layer (ours or
+    FSDP's activation checkpointing) recomputes the same tensors outside the
+    ``with`` block. This works the same on a plain model, under DDP and under
+    FSDP (where a module computes with views of a flat parameter during
+    forward, whose ``requires_grad`` cannot be toggled).
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.sides = frozenset()
+
+    @contextmanager
+    def stopping(self, sides: Iterable[str]):
+        """Stop the gradient of ``sides`` inside the ``with`` block."""
+        previous, self.sides = self.sides, frozenset(sides)
+        try:
+            yield
+        finally:
+            self.sides = previous
+
+    def __call__(self, tensor: Optional[torch.Tensor],
+                 side: Optional[str]) -> Optional[torch.Tensor]:
+        if not self.enabled or tensor is None or side is None:
+            return tensor
+        return _GradientGate.apply(tensor, side not in self.sides)
+
+
+class SideParams:
+    """Mixin of the adapter modules: read own tunable tensors through the
+    model's :class:`GradientStop`."""
+
+    grad_stop: Optional[GradientStop] = None
+    param_sides: Dict[str, Optional[str]] = {}
+
+    def attach_gradient_stop(self, grad_stop: GradientStop,
+                             param_sides: Dict[str, Optional[str]]) -> None:
+        """Share ``grad_stop``; ``param_sides`` maps each own parameter name
+        (``'bias'``, ``'lora_l1.weight'``, ...) to its side or None."""
+        self.grad_stop = grad_stop
+        self.param_sides = dict(param_sides)
+
+    def _param(self, name: str,
+               tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if self.grad_stop is None:
+            return tensor
+        return self.grad_stop(tensor, self.param_sides.get(name))
+
+
+class AdapterLinear(SideParams, nn.Module):
     """A frozen linear layer with LLaMA-Adapter's tunable extras.
 
     ``y = W x`` plus, depending on the arguments, a bias ``b`` (zero init),
@@ -135,16 +213,19 @@ class AdapterLinear(nn.Module):
     def forward(self, x: torch.Tensor, lora: bool = True) -> torch.Tensor:
         """Apply the layer; ``lora=False`` skips the LoRA branch."""
         h = x
+        scale = self._param('scale', self.scale)
         if self.scale_on == 'input':
-            h = h * self.scale.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+            h = h * scale.to(x.dtype)
+        bias = self._param('bias', self.bias)
+        bias = None if bias is None else bias.to(x.dtype)
         y = F.linear(h, self.weight, bias)
         if self.scale_on == 'output':
-            y = y * self.scale.to(y.dtype)
+            y = y * scale.to(y.dtype)
         if lora and self.lora_l1 is not None:
+            lora_a = self._param('lora_l1.weight', self.lora_l1.weight)
+            lora_b = self._param('lora_l2.weight', self.lora_l2.weight)
             y = y + F.linear(
-                F.linear(x, self.lora_l1.weight.to(x.dtype)),
-                self.lora_l2.weight.to(x.dtype))
+                F.linear(x, lora_a.to(x.dtype)), lora_b.to(x.dtype))
         return y
 
     def extra_repr(self) -> str:
@@ -154,7 +235,43 @@ class AdapterLinear(nn.Module):
                 f'lora_rank={self.lora_rank}')
 
 
-class AdapterLlamaAttention(nn.Module):
+class AdapterRMSNorm(SideParams, nn.Module):
+    """transformers' ``LlamaRMSNorm`` computation with its (tunable) weight
+    read through the model's :class:`GradientStop`.
+
+    ``y = w * (x / sqrt(mean(x^2) + eps))``, normalised in float32 and cast
+    back to the input dtype before the weight, as transformers does.
+
+    Args:
+        weight (nn.Parameter): The weight, shape (dim,). It is shared, not
+            copied.
+        eps (float): ``variance_epsilon``.
+    """
+
+    def __init__(self, weight: nn.Parameter, eps: float) -> None:
+        super().__init__()
+        self.weight = weight
+        self.variance_epsilon = eps
+
+    @classmethod
+    def from_norm(cls, norm: nn.Module) -> 'AdapterRMSNorm':
+        """Wrap a ``LlamaRMSNorm`` (its weight is shared)."""
+        return cls(norm.weight, norm.variance_epsilon)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance +
+                                                    self.variance_epsilon)
+        weight = self._param('weight', self.weight)
+        return weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self) -> str:
+        return f'{tuple(self.weight.shape)}, eps={self.variance_epsilon}'
+
+
+class AdapterLlamaAttention(SideParams, nn.Module):
     """transformers' Llama attention plus gated adapter attention.
 
     For prompt tokens P of one layer
@@ -252,10 +369,12 @@ class AdapterLlamaAttention(nn.Module):
             self._heads(
                 self.v_proj(prompt, lora=False), self.num_key_value_heads))
         scores = q @ kp.transpose(2, 3) / math.sqrt(self.head_dim)
-        scores = self.gate.tanh().to(q.dtype) * F.softmax(
+        gate = self._param('gate', self.gate)
+        scores = gate.tanh().to(q.dtype) * F.softmax(
             scores.float(), dim=-1).type_as(q)
         if self.new_gate is not None:
-            scores = self.new_gate.to(q.dtype) * scores
+            new_gate = self._param('new_gate', self.new_gate)
+            scores = new_gate.to(q.dtype) * scores
         return scores @ vp
 
     def forward(self,
@@ -300,9 +419,10 @@ def inject_adapters(llama: nn.Module,
                     fused_attn: bool = True) -> nn.Module:
     """Turn a transformers ``LlamaForCausalLM`` into its adapter version.
 
-    Every decoder layer's attention becomes :class:`AdapterLlamaAttention`
-    and every MLP linear layer an :class:`AdapterLinear`, in place; the
-    frozen weights are shared.
+    Every decoder layer's attention becomes :class:`AdapterLlamaAttention`,
+    every MLP linear layer an :class:`AdapterLinear` and every RMSNorm
+    (the final one too) an :class:`AdapterRMSNorm`, in place; the weights
+    are shared.
 
     Args:
         llama (nn.Module): ``LlamaForCausalLM``.
@@ -331,6 +451,10 @@ def inject_adapters(llama: nn.Module,
                     bias=bias,
                     scale=scale,
                     lora_rank=lora_rank))
+        for name in ('input_layernorm', 'post_attention_layernorm'):
+            setattr(layer, name,
+                    AdapterRMSNorm.from_norm(getattr(layer, name)))
+    llama.model.norm = AdapterRMSNorm.from_norm(llama.model.norm)
     return llama
 
 

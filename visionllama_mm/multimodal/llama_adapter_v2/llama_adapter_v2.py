@@ -23,7 +23,6 @@ The language model is transformers' Llama with adapter attention
 the official names, so released adapter files load directly (the state-dict
 hooks of :mod:`.hooks`). Prompts and tokenisation live in :mod:`.prompts`.
 """
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -35,8 +34,9 @@ from visionllama_mm.engine.fsdp import unwrapped_name
 from visionllama_mm.registry import MODELS
 from visionllama_mm.utils import check_choice
 from . import prompts as _prompts
-from .adapter_layers import (BIAS_MODES, adapter_llama_forward,
-                             inject_adapters, layer_prompts)
+from .adapter_layers import (BIAS_MODES, GradientStop, SideParams,
+                             adapter_llama_forward, inject_adapters,
+                             layer_prompts)
 from .checkpoint import (hf_to_official_key, is_frozen_base,
                          official_layer_index)
 from .generation import GENERATION_DEFAULTS, sample_next_token
@@ -242,6 +242,9 @@ class LLaMAAdapterV2(BaseModel):
         # 4. adaptation prompts, N(0, 1) like nn.Embedding
         self.adapter_query = nn.Embedding(query_len * query_layer, self.dim)
 
+        # joint training keeps one side out of each forward pass
+        # (docs/llama_adapter_v2.md#joint-training); set_phase attaches it
+        self.grad_stop = GradientStop()
         self.set_phase(phase)
         # state dicts in the official names / layout (see :mod:`.hooks`)
         self.register_state_dict_post_hook(adapter_state_dict_hook)
@@ -312,6 +315,15 @@ class LLaMAAdapterV2(BaseModel):
             if trainable and param.dtype in (torch.float16, torch.bfloat16):
                 param.data = param.data.float()
             param.requires_grad_(trainable)
+        # the sides depend on the fusion too; refresh them with the phase
+        self.grad_stop.enabled = phase == 'joint'
+        for prefix, module in self.named_modules():
+            if isinstance(module, SideParams):
+                module.attach_gradient_stop(
+                    self.grad_stop, {
+                        name: self.param_side(f'{prefix}.{name}')
+                        for name, _ in module.named_parameters()
+                    })
 
     def trainable_parameters(self) -> Dict[str, nn.Parameter]:
         """Our names -> trainable parameters of the current phase."""
@@ -364,9 +376,10 @@ class LLaMAAdapterV2(BaseModel):
             torch.Tensor: (B, T or 1, vocab).
         """
         embeds = self.llama.model.embed_tokens(tokens)
-        prompts = layer_prompts(self.adapter_query.weight, visual,
-                                self.num_layers, self.query_layer,
-                                self.query_len, self.fusion)
+        adapter_query = self.grad_stop(self.adapter_query.weight,
+                                       self.param_side('adapter_query.weight'))
+        prompts = layer_prompts(adapter_query, visual, self.num_layers,
+                                self.query_layer, self.query_len, self.fusion)
         return adapter_llama_forward(
             self.llama,
             embeds,
@@ -459,28 +472,16 @@ class LLaMAAdapterV2(BaseModel):
         loss = loss + 0.0 * logits.mean()
         return loss, count
 
-    @contextmanager
-    def _frozen(self, params: List[nn.Parameter]):
-        """Temporarily stop gradients into ``params`` (joint training)."""
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, flag in zip(params, flags):
-                p.requires_grad_(flag)
-
     def loss(self, images: Optional[torch.Tensor],
              data_samples: Sequence) -> Dict[str, torch.Tensor]:
         """Next-token cross-entropy over the answer tokens (ignore id 0).
 
         In the ``'joint'`` phase, image-text (caption) samples update only
         the visual side and instruction samples only the language side: the
-        caption samples run with the language-side parameters frozen and the
-        instruction samples with the visual side frozen (visual query
-        detached, early-fusion gate frozen), then both token losses are
-        averaged together.
+        caption samples run with the language side's gradient stopped and
+        the instruction samples with the visual side's (visual query
+        detached, early-fusion gate stopped), then both token losses are
+        averaged together (docs/llama_adapter_v2.md#joint-training).
         """
         if not data_samples:
             raise ValueError('mode="loss" needs data_samples')
@@ -495,20 +496,15 @@ class LLaMAAdapterV2(BaseModel):
         is_cap = torch.tensor(
             [_prompts.is_caption_sample(s) for s in data_samples],
             device=device)
-        sides = dict(visual=[], language=[])
-        for n, p in self.named_parameters():
-            if p.requires_grad and self.param_side(n) in sides:
-                sides[self.param_side(n)].append(p)
         out, total, count = {}, 0.0, 0
-        # caption first: autocast caches casts of weights that require grad
-        for kind, sel, frozen in (('caption', is_cap, sides['language']),
-                                  ('instruction', ~is_cap, sides['visual'])):
+        for kind, sel, stopped in (('caption', is_cap, 'language'),
+                                   ('instruction', ~is_cap, 'visual')):
             if not bool(sel.any()):
                 continue
             vis = None if visual is None else visual[sel]
             if kind == 'instruction' and vis is not None:
                 vis = vis.detach()
-            with self._frozen(frozen):
+            with self.grad_stop.stopping([stopped]):
                 part, n = self._token_loss(tokens[sel], labels[sel], vis)
             out[f'{kind}_ce'] = (part / n.clamp(min=1)).detach()
             total, count = total + part, count + n
