@@ -64,27 +64,37 @@ test-all: env lint
 # make bench: our models against their peers on this machine's CPU (fp32,
 # 224 px), eager and compiled, fresh workers interleaved over rounds; add
 # OFFICIAL_ROOT=path/to/VisionLLaMA (a checkout of Meituan-AutoML/VisionLLaMA)
-# to include the official code. make bench-gpu: the same on CUDA, bf16
-# autocast, flash / memory-efficient SDPA, with MFU.
+# to include the official code, with the packages of its era in
+# OFFICIAL_SITE_DEIT (pip install --target DIR timm==0.3.2 --no-deps; the
+# pyramid) and OFFICIAL_SITE_DIT (timm==0.9.16; DiT-LLaMA); add
+# BASELINE_ROOT=path/to/an/older/checkout to measure this package's own
+# change (peer `baseline`). make bench-gpu: the same on CUDA, bf16 autocast,
+# flash / memory-efficient SDPA, with MFU.
 OFFICIAL_ROOT ?=
+OFFICIAL_SITE_DEIT ?=
+OFFICIAL_SITE_DIT ?=
+BASELINE_ROOT ?=
 BENCH := $(PY) tools/analysis_tools/benchmark_backbone.py \
-	$(if $(OFFICIAL_ROOT),--official-root $(OFFICIAL_ROOT)) $(BENCH_ARGS)
+	$(if $(OFFICIAL_ROOT),--official-root $(OFFICIAL_ROOT)) \
+	$(if $(BASELINE_ROOT),--baseline-root $(BASELINE_ROOT)) $(BENCH_ARGS)
+SITE_DEIT := $(if $(OFFICIAL_SITE_DEIT),--official-site $(OFFICIAL_SITE_DEIT))
+SITE_DIT := $(if $(OFFICIAL_SITE_DIT),--official-site $(OFFICIAL_SITE_DIT))
 
 bench: env
 	$(BENCH) --model plain --arch base --ffn-hidden-rule llama \
 		--batch-size 8 --iters 5 --warmup 2 --rounds 2 --device cpu
-	$(BENCH) --model pyramid --arch s --batch-size 16 --iters 8 --warmup 2 \
-		--rounds 2 --device cpu
-	$(BENCH) --model dit --arch b --img-size 256 --batch-size 16 --iters 8 \
-		--warmup 2 --rounds 2 --device cpu
+	$(BENCH) $(SITE_DEIT) --model pyramid --arch s --batch-size 16 \
+		--iters 8 --warmup 2 --rounds 2 --device cpu
+	$(BENCH) $(SITE_DIT) --model dit --arch b --img-size 256 \
+		--batch-size 16 --iters 8 --warmup 2 --rounds 2 --device cpu
 
 bench-gpu: env
 	$(BENCH) --model plain --arch base --ffn-hidden-rule llama \
 		--batch-size 64 --iters 20 --warmup 5 --rounds 3 --device cuda --amp
-	$(BENCH) --model pyramid --arch s --batch-size 128 --iters 20 --warmup 5 \
-		--rounds 3 --device cuda --amp
-	$(BENCH) --model dit --arch b --img-size 256 --batch-size 128 --iters 20 \
-		--warmup 5 --rounds 3 --device cuda --amp
+	$(BENCH) $(SITE_DEIT) --model pyramid --arch s --batch-size 128 \
+		--iters 20 --warmup 5 --rounds 3 --device cuda --amp
+	$(BENCH) $(SITE_DIT) --model dit --arch b --img-size 256 \
+		--batch-size 128 --iters 20 --warmup 5 --rounds 3 --device cuda --amp
 
 # training step with cached SD-VAE latents vs encoding on the fly (README)
 bench-latents: env

@@ -53,6 +53,21 @@ def test_unavailable_peer_is_reported(capsys):
     assert '| official | eager | unavailable: RuntimeError: needs ' in table
 
 
+def test_baseline_peer_builds_ours_from_another_checkout(tmp_path):
+    """--baseline-root measures our model imported from that checkout (here
+    this one: the worker reports where visionllama_mm came from)."""
+    result = bench.run_worker(
+        TINY_PLAIN + ['--phases', 'train', '--baseline-root', bench.ROOT],
+        'baseline', 'eager')
+    assert 'error' not in result, result
+    assert result['name'] == f'VisionLLaMA (baseline {bench.ROOT})'
+    args = bench.parse_args(TINY_PLAIN + ['--baseline-root', bench.ROOT])
+    assert bench.jobs_of(args)[:2] == [('ours', 'eager'), ('ours', 'compiled')]
+    assert ('baseline', 'eager') in bench.jobs_of(args)
+    with pytest.raises(SystemExit):  # not a checkout of this package
+        bench.parse_args(['--baseline-root', str(tmp_path)])
+
+
 def test_rounds_interleave_workers_and_take_the_median(monkeypatch):
     """Each round runs every job, alternating the order; median times."""
     calls = []

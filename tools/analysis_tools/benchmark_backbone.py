@@ -20,6 +20,11 @@ compiled (``torch.compile``):
   DiT-LLaMA and DiT (``dit/models.py`` of ``--official-root``) and the
   pip-installable DiT of diffusers (``DiTTransformer2DModel``).
 
+``--baseline-root`` adds a ``baseline`` peer: our model built from another
+checkout of this package (e.g. ``git worktree add /tmp/before <commit>``),
+so that a change to the code shows as the ratio ours / baseline measured
+in the same run.
+
 ``--official-root`` is a checkout of github.com/Meituan-AutoML/VisionLLaMA
 (not pip-installable); its code is imported from there in the worker that
 measures it, never copied. A peer that cannot be built (no checkout, a
@@ -264,10 +269,28 @@ def pyramid_ours(args) -> Subject:
                    _image_inputs(args))
 
 
+def _alias_torch_six() -> None:
+    """timm 0.3 (the official deit code's, from ``--official-site``) imports
+    ``torch._six``, removed in torch 2.0, for aliases of the standard
+    library; provide them, so that the official model can be built beside a
+    current torch (its computation does not use them)."""
+    if 'torch._six' not in sys.modules:
+        import collections.abc
+        import math
+        import types
+        sys.modules['torch._six'] = types.SimpleNamespace(
+            container_abcs=collections.abc,
+            string_classes=(str, bytes),
+            int_classes=int,
+            inf=math.inf)
+
+
 def pyramid_official(args) -> Subject:
     # deit/my_models.py imports its neighbours (utils, pos_embed) by name
-    # and builds on timm 0.3's VisionTransformer (positional arguments)
+    # and builds on timm 0.3's VisionTransformer (positional arguments):
+    # --official-site must hold timm 0.3.2
     _official_path(args, 'deit')
+    _alias_torch_six()
     import my_models
     arch = _pyramid_arch(args)
     factory = getattr(my_models, f'pllama_wols_{arch}_patch16')
@@ -543,7 +566,14 @@ def measure(args, key: str, mode: str) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    subject = GROUPS[args.model][key](args)
+    if key == 'baseline':  # our builder, from --baseline-root (run_worker)
+        import visionllama_mm
+        subject = GROUPS[args.model]['ours'](args)
+        subject = subject._replace(
+            name=f'{subject.name} (baseline '
+            f'{osp.dirname(osp.dirname(visionllama_mm.__file__))})')
+    else:
+        subject = GROUPS[args.model][key](args)
     subject = subject._replace(model=subject.model.to(device))
     model = subject.model
     params = sum(p.numel() for p in model.parameters())
@@ -622,8 +652,9 @@ def run_worker(argv: List[str], key: str, mode: str) -> dict:
     cmd = [sys.executable, osp.abspath(__file__)] + worker_argv(
         argv, key, mode)
     env = dict(os.environ)
+    root = parse_args(argv).baseline_root if key == 'baseline' else ROOT
     env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (ROOT, env.get('PYTHONPATH')) if p)
+        p for p in (root, env.get('PYTHONPATH')) if p)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [
         line for line in proc.stdout.splitlines()
@@ -911,6 +942,11 @@ def parse_args(argv=None):
         'only, for the packages of their era (e.g. `pip install --target '
         'DIR "timm<1"` for dit/models.py)')
     parser.add_argument(
+        '--baseline-root',
+        default=None,
+        help='another checkout of this package: adds the peer `baseline`, '
+        'our model built from that code')
+    parser.add_argument(
         '--threads', type=int, default=0, help='torch CPU threads (0: keep)')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -930,7 +966,13 @@ def parse_args(argv=None):
                          f'{peers}, got {bad}')
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         parser.error(f'--peak-tflops must be > 0, got {args.peak_tflops}')
-    for name in ('official_root', 'official_site'):
+    if args.baseline_root is not None:
+        if not osp.isfile(
+                osp.join(args.baseline_root, 'visionllama_mm', '__init__.py')):
+            parser.error('--baseline-root must be a checkout of this package '
+                         f'(with visionllama_mm/), got {args.baseline_root!r}')
+        args.peers = ['baseline'] + [p for p in args.peers if p != 'baseline']
+    for name in ('official_root', 'official_site', 'baseline_root'):
         path = getattr(args, name)
         if path is not None and not osp.isdir(path):
             parser.error(f'--{name.replace("_", "-")} must be a directory, '
