@@ -371,11 +371,10 @@ def test_model_families_train_under_fsdp(family, tmp_path):
         for k in sd)
 
 
-@pytest.mark.slow
-def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
-    """The tiny LLaMA-Adapter V2 quick start under FSDP: the frozen LLaMA is
-    sharded, only the phase's parameters are optimised, and the checkpoint
-    holds the adapter-side tensors under the official names."""
+def _adapter_quickstart(tmp_path):
+    """The embedded scikit-image caption / instruction data with a tiny
+    LLaMA, CLIP and tokenizer in ``tmp_path/data``, and the quick-start
+    config."""
     pytest.importorskip('skimage')
     pytest.importorskip('sentencepiece')
     import sentencepiece as spm
@@ -387,8 +386,17 @@ def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
     vocab = spm.SentencePieceProcessor(
         model_file=paths['tokenizer']).get_piece_size()
     write_tiny_models(data, vocab)
-    config = osp.join(REPO_ROOT, 'configs', 'llama_adapter_v2',
-                      'llama-adapter-v2_tiny_1xb4-30it_skimage-caption.py')
+    return data, osp.join(
+        REPO_ROOT, 'configs', 'llama_adapter_v2',
+        'llama-adapter-v2_tiny_1xb4-30it_skimage-caption.py')
+
+
+@pytest.mark.slow
+def test_adapter_under_fsdp_saves_adapter_weights_only(tmp_path):
+    """The tiny LLaMA-Adapter V2 quick start under FSDP: the frozen LLaMA is
+    sharded, only the phase's parameters are optimised, and the checkpoint
+    holds the adapter-side tensors under the official names."""
+    data, config = _adapter_quickstart(tmp_path)
     cfg_path = _fsdp_variant(
         tmp_path, config, "custom_hooks = [dict("
         "type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]")
@@ -416,19 +424,7 @@ def test_adapter_joint_phase_under_fsdp(tmp_path):
     batch, each kind updating its own side) under FSDP: the two passes run
     on views of flat parameters, so the side routing must not touch
     requires_grad; both passes run, and the checkpoint holds both sides."""
-    pytest.importorskip('skimage')
-    pytest.importorskip('sentencepiece')
-    import sentencepiece as spm
-
-    from visionllama_mm.datasets.llama_adapter_skimage import (
-        prepare_skimage_caption_data, write_tiny_models)
-    data = str(tmp_path / 'data')
-    paths = prepare_skimage_caption_data(data, tokenizer=True, vocab_size=512)
-    vocab = spm.SentencePieceProcessor(
-        model_file=paths['tokenizer']).get_piece_size()
-    write_tiny_models(data, vocab)
-    config = osp.join(REPO_ROOT, 'configs', 'llama_adapter_v2',
-                      'llama-adapter-v2_tiny_1xb4-30it_skimage-caption.py')
+    data, config = _adapter_quickstart(tmp_path)
     # one caption and one instruction sample per rank and iteration
     joint = f"""
 model = dict(phase='joint', task='chat', fusion='early', bias_mode='paper')
@@ -458,8 +454,8 @@ custom_hooks = [dict(type='visionllama_mm.LLaMAAdapterV2CheckpointHook')]
                      'train_cfg.max_iters=2',
                      'default_hooks.logger.interval=1', GLOO)
     assert 'FSDPStrategy' in out
-    (scalars, ) = glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                     'scalars.json'))
+    (scalars, ) = glob.glob(
+        osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
     with open(scalars) as f:
         logs = [json.loads(line) for line in f]
     assert len(logs) == 2
