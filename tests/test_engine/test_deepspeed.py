@@ -18,6 +18,8 @@ from test_fsdp import dist_train, global_losses, state_dict  # noqa: E402
 # isort: on
 
 DS_TOY = osp.join(TEST_DATA, 'configs', 'toy_classification_deepspeed.py')
+DS_INTERRUPTED = osp.join(TEST_DATA, 'configs',
+                          'toy_classification_deepspeed_interrupted.py')
 REF_TOY = osp.join(TEST_DATA, 'configs', 'toy_classification_global_loss.py')
 STRATEGIES = osp.join(REPO_ROOT, 'configs', '_base_', 'strategies')
 
@@ -98,6 +100,35 @@ def test_deepspeed_zero_two_processes_equal_one_process(
     assert sorted(got_sd) == sorted(ref_sd)
     for k in ref_sd:
         torch.testing.assert_close(got_sd[k], ref_sd[k], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_deepspeed_resume_matches_uninterrupted(tmp_path):
+    """4 epochs under the shipped ZeRO-2 snippet = the same run stopped
+    after epoch 2 (as if killed there, config unchanged) and resumed with
+    --resume: the model, each rank's shard of the SGD momentum and the
+    scheduler all continue, so the losses of epochs 3 and 4 and the final
+    weights are those of the uninterrupted run."""
+    pytest.importorskip('deepspeed')
+    from deepspeed.utils.zero_to_fp32 import \
+        get_fp32_state_dict_from_zero_checkpoint
+    full = str(tmp_path / 'full')
+    dist_train(DS_TOY, full)
+    part = str(tmp_path / 'part')
+    dist_train(DS_INTERRUPTED, part)
+    assert sorted(global_losses(part)) == list(range(1, 13))
+    assert not osp.exists(osp.join(part, 'epoch_3.pth'))
+    out = dist_train(DS_TOY, part, '--resume')
+    assert 'resumed epoch: 2, iter: 12' in out
+    want, got = global_losses(full), global_losses(part)
+    assert sorted(got) == sorted(want) == list(range(1, 25))
+    for i in want:
+        assert got[i] == pytest.approx(want[i], rel=1e-5, abs=1e-6), i
+    a = get_fp32_state_dict_from_zero_checkpoint(full, tag='epoch_4.pth')
+    b = get_fp32_state_dict_from_zero_checkpoint(part, tag='epoch_4.pth')
+    assert sorted(b) == sorted(a)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5, msg=k)
 
 
 @pytest.mark.slow
