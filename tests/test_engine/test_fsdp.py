@@ -229,23 +229,33 @@ def test_fsdp_two_processes_equal_one_process(reference_run, fsdp_run,
         <= 100
 
 
+def interrupted_run_resumes(config, interrupted, tmp_path):
+    """Train ``config`` for 4 epochs (``full``), and ``interrupted`` (the
+    same run stopped after epoch 2, as if killed there) then ``config`` with
+    --resume in one work dir (``part``); the per-iteration losses must be
+    equal. Returns both work dirs and the resumed run's output."""
+    full = str(tmp_path / 'full')
+    dist_train(config, full)
+    part = str(tmp_path / 'part')
+    dist_train(interrupted, part)
+    assert sorted(global_losses(part)) == list(range(1, 13))
+    assert not osp.exists(osp.join(part, 'epoch_3.pth'))
+    out = dist_train(config, part, '--resume')
+    want, got = global_losses(full), global_losses(part)
+    assert sorted(got) == sorted(want) == list(range(1, 25))
+    for i in want:
+        assert got[i] == pytest.approx(want[i], rel=1e-5, abs=1e-6), i
+    return full, part, out
+
+
 @pytest.mark.slow
 def test_fsdp_resume_matches_uninterrupted(tmp_path):
     """4 epochs under FSDP = the same run stopped after epoch 2 (as if
     killed there, config unchanged) and resumed with --resume: the model,
     the sharded SGD momentum (the full optimizer state of the checkpoint,
     re-sharded on load) and the scheduler all continue."""
-    full = str(tmp_path / 'full')
-    dist_train(FSDP_TOY, full)
-    part = str(tmp_path / 'part')
-    dist_train(FSDP_INTERRUPTED, part)
-    assert sorted(global_losses(part)) == list(range(1, 13))
-    assert not osp.exists(osp.join(part, 'epoch_3.pth'))
-    dist_train(FSDP_TOY, part, '--resume')
-    want, got = global_losses(full), global_losses(part)
-    assert sorted(got) == sorted(want) == list(range(1, 25))
-    for i in want:
-        assert got[i] == pytest.approx(want[i], rel=1e-5, abs=1e-6), i
+    full, part, _ = interrupted_run_resumes(FSDP_TOY, FSDP_INTERRUPTED,
+                                            tmp_path)
     a = state_dict(osp.join(full, 'epoch_4.pth'))
     b = state_dict(osp.join(part, 'epoch_4.pth'))
     for k in a:
