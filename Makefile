@@ -37,8 +37,9 @@ demo: env
 # every one (hours on 2 cores)
 CLAIM ?= all
 SEEDS ?= 0 1 2
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 reproduce: env
-	$(PY) tools/analysis_tools/reproduce_claims.py $(CLAIM) --seeds $(SEEDS)
+	$(PY) tools/analysis_tools/reproduce_claims.py $(CLAIM) --seeds $(SEEDS) --jobs $(JOBS)
 
 # every Python source of the repository (folders that do not exist yet are
 # skipped: flake8 and isort fail on missing paths)

@@ -1,6 +1,7 @@
 """Reproductions of the paper's claims: every claim end to end at a few
 iterations (default suite); the full runs (>= 3 seeds) are marked slow."""
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -133,6 +134,32 @@ def test_claim_quick(tmp_path, claim, shared_runs):
         assert f'| {name} |' in text
 
 
+def test_jobs_train_in_processes_with_equal_results(tmp_path, shared_runs):
+    """--jobs 2 trains the runs in two processes; every number equals the
+    sequential (in-process) run of the same variant and seed."""
+    claim = 'ablation-rope-heads'
+    seq = tmp_path / 'seq'
+    run_claim(claim, str(seq), seeds=(0, ), runs_dir=shared_runs, **QUICK)
+    par = tmp_path / 'par'
+    msgs = []
+    text = run_claim(
+        claim, str(par), seeds=(0, ), jobs=2, **dict(QUICK, log=msgs.append))
+    assert '[reproduce] training 2 runs in 2 processes' in msgs
+    assert len(list(par.glob('runs/*/result.json'))) == 2
+
+    def numbers(folder):
+        runs = json.loads((folder / f'{claim}.json').read_text())['runs']
+        return {
+            name: [(r['params'], r['val_top1'], r['losses']) for r in rs]
+            for name, rs in runs.items()
+        }
+
+    assert numbers(par) == numbers(seq)
+    assert (seq / f'{claim}.md').read_text().strip() == text.strip()
+    with pytest.raises(ValueError, match='jobs must be a positive int'):
+        run_claim(claim, str(par), jobs=0, **QUICK)
+
+
 def _generator_net(name):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -244,6 +271,8 @@ def test_cli_rejects_unknown_claim():
 @pytest.mark.slow
 @pytest.mark.parametrize('claim', CLAIMS)
 def test_claim_full(tmp_path, claim):
-    """The full reproduction: 3 seeds, the configs' schedules."""
-    text = run_claim(claim, str(tmp_path), seeds=(0, 1, 2))
+    """The full reproduction: 3 seeds, the configs' schedules, one run per
+    core at a time (`generation`: 12 runs of ~10 core-minutes)."""
+    text = run_claim(
+        claim, str(tmp_path), seeds=(0, 1, 2), jobs=os.cpu_count() or 1)
     assert '±' in text

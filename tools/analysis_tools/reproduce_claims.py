@@ -5,7 +5,8 @@ Usage::
     python tools/analysis_tools/reproduce_claims.py CLAIM \
         [--seeds 0 1 2] [--work-dir work_dirs/claims/CLAIM] \
         [--epochs N] [--train-images N] [--test-images N] [--threads 1] \
-        [--iters N] [--num-samples N] [--sample-steps N] [--cfg-scale S]
+        [--iters N] [--num-samples N] [--sample-steps N] [--cfg-scale S] \
+        [--jobs N]
 
 CLAIM is one of ``resolution`` (Tables 4 / 12 and Fig. 4), ``mae``
 (Fig. 5), ``generation`` (Table 10: DiT / SiT vs DiT-LLaMA / SiT-LLaMA,
@@ -62,15 +63,15 @@ def parse_args(argv=None):
         '--iters',
         type=int,
         help='training iterations of each generator (generation; default '
-        '200, the configs have 3000)')
+        '3000, the configs\' schedule)')
     parser.add_argument(
         '--num-samples',
         type=int,
-        help='samples per generator for the FID (generation; default 300)')
+        help='samples per generator for the FID (generation; default 1000)')
     parser.add_argument(
         '--sample-steps',
         type=int,
-        help='sampler steps (generation; default 20)')
+        help='sampler steps (generation; default 50)')
     parser.add_argument(
         '--cfg-scale',
         type=float,
@@ -82,6 +83,13 @@ def parse_args(argv=None):
         default=1,
         help='torch CPU threads (default 1: the tiny models gain little '
         'from more)')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=1,
+        help='training runs trained at once, one process each with '
+        '--threads threads (default 1; use the number of cores: runs are '
+        'independent and the results do not depend on it)')
     return parser.parse_args(argv)
 
 
@@ -111,7 +119,8 @@ def main(argv=None):
             iters=args.iters,
             num_samples=args.num_samples,
             sample_steps=args.sample_steps,
-            cfg_scale=args.cfg_scale)
+            cfg_scale=args.cfg_scale,
+            jobs=args.jobs)
         print('\n' + text + '\n')
         print(
             f'[reproduce] {claim}: {(time.time() - start) / 60:.1f} min, '
