@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from visionllama_mm.analysis.reproduce import (ABLATIONS, CLAIMS,
+from visionllama_mm.analysis.reproduce import (ABLATIONS, ALL_CLAIMS, CLAIMS,
                                                GENERATION_VARIANTS,
                                                RESOLUTION_VARIANTS,
                                                digit_features, run_claim,
@@ -260,6 +260,43 @@ def test_generation_quick(tmp_path):
         assert s['arr_0'].shape == (20, 28, 28, 3)
         assert s['labels'].tolist() == [i % 10 for i in range(20)]
 
+    # the DiT pair as a claim of its own reuses those runs: same table rows,
+    # its own file names, nothing retrained
+    stamps = {p: p.stat().st_mtime_ns for p in samples}
+    pair_text = run_claim(
+        'generation-dit',
+        str(tmp_path / 'pair'),
+        seeds=(0, ),
+        iters=2,
+        num_samples=20,
+        sample_steps=2,
+        train_images=64,
+        runs_dir=str(tmp_path / 'runs'),
+        log=lambda s: None)
+    for name in ('generation-dit.md', 'generation-dit.json',
+                 'generation-dit.png', 'generation-dit-loss.png',
+                 'generation-dit-samples.png'):
+        assert (tmp_path / 'pair' / name).is_file(), name
+    rows = [ln for ln in text.splitlines() if ln.startswith('| dit')]
+    assert rows and rows == [
+        ln for ln in pair_text.splitlines() if ln.startswith('| dit')
+    ]
+    assert {p: p.stat().st_mtime_ns for p in samples} == stamps
+    assert sorted(tmp_path.glob('runs/*/samples.npz')) == samples
+
+
+def test_generation_pair_claims(tmp_path):
+    """Each Table 10 pair is a claim of its own; ``all`` runs
+    ``generation`` (both pairs) and not the pairs again."""
+    assert {'generation', 'generation-dit', 'generation-sit'} <= set(CLAIMS)
+    assert 'generation' in ALL_CLAIMS
+    assert not {'generation-dit', 'generation-sit'} & set(ALL_CLAIMS)
+    assert set(CLAIMS) - set(ALL_CLAIMS) == {
+        'generation-dit', 'generation-sit'
+    }
+    with pytest.raises(ValueError, match=r"generation-sit.*'sit-llama'.*'dit"):
+        run_claim('generation-sit', str(tmp_path), variants=['dit'])
+
 
 def test_cli_rejects_unknown_claim():
     proc = subprocess.run([sys.executable, TOOL, 'table99'],
@@ -269,7 +306,7 @@ def test_cli_rejects_unknown_claim():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('claim', CLAIMS)
+@pytest.mark.parametrize('claim', ALL_CLAIMS)
 def test_claim_full(tmp_path, claim):
     """The full reproduction: 3 seeds, the configs' schedules, one run per
     core at a time (`generation`: 12 runs of ~10 core-minutes)."""

