@@ -176,8 +176,8 @@ GENERATION_PAIRS = (('dit-llama', 'dit'), ('sit-llama', 'sit'))
 GENERATION_SCHEDULE = dict(
     iters=3000, num_samples=1000, sample_steps=50, cfg_scale=1.)
 
-# ``generation`` trains both pairs (12 runs at 3 seeds, ~1 hour with two
-# jobs on 2 cores); each pair is also a claim of its own (~30 minutes)
+# ``generation`` trains both pairs (12 runs at 3 seeds, ~70 minutes with
+# two jobs on 2 cores); each pair is also a claim of its own (~35 minutes)
 GENERATION_CLAIMS = {
     'generation': None,
     'generation-dit': GENERATION_PAIRS[0],
